@@ -1,0 +1,130 @@
+"""DeepLabV3+ with the AttnFD taps (arXiv 2403.05451), key-compatible with the published checkpoints.
+
+``DeepLab(...)(x)`` returns logits at input resolution.  ``model.forward_features(x)`` returns the
+logits plus the features distillation needs (``Features``): the three AttnFD taps and the pre-ReLU
+backbone stage outputs.  With ``attention_in_path=True`` the model's CBAM modules refine the three
+taps inside the forward path, so a teacher trained that way has attention weights that were trained.
+"""
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .aspp import ASPP
+from .backbone import build_backbone
+from .decoder import Decoder
+
+TAPS = ("backbone", "aspp", "decoder")
+
+
+@dataclass
+class Features:
+    logits: torch.Tensor
+    taps: dict = field(default_factory=dict)    # name in TAPS -> tap feature (before CBAM)
+    stages: list = field(default_factory=list)  # pre-ReLU backbone stage outputs, layer1..layer4
+
+
+class DeepLab(nn.Module):
+    def __init__(self, num_classes=21, backbone="resnet101", output_stride=16, pretrained_backbone=False,
+                 attention_in_path=False, freeze_bn=False):
+        super().__init__()
+        self.backbone_name = backbone
+        self.num_classes = num_classes
+        self.attention_in_path = attention_in_path
+        self.backbone = build_backbone(backbone, output_stride, pretrained_backbone)
+        self.aspp = ASPP(self.backbone.out_channels, output_stride)
+        self.decoder = Decoder(num_classes, self.backbone.low_level_channels)
+        self.freeze_bn = freeze_bn
+
+    @property
+    def tap_channels(self):
+        return {"backbone": self.backbone.out_channels, "aspp": 256, "decoder": 256}
+
+    def attention(self):
+        """The model's own CBAM modules, by tap name."""
+        return {"backbone": self.backbone.cbam, "aspp": self.aspp.cbam, "decoder": self.decoder.cbam}
+
+    def forward_features(self, x, logits=True):
+        """One forward pass returning logits (None if ``logits=False``), the taps and the stages."""
+        size = x.shape[2:]
+        stages = self.backbone(x)
+        act = F.relu if self.backbone.stage_relu else (lambda t: t)
+        refine = self.attention() if self.attention_in_path else dict.fromkeys(TAPS, nn.Identity())
+        taps = {"backbone": stages[-1]}
+        x = act(refine["backbone"](taps["backbone"]))
+        taps["aspp"] = self.aspp.tap(x)
+        x = self.aspp.dropout(refine["aspp"](taps["aspp"]))
+        taps["decoder"] = self.decoder.tap(x, act(stages[0]))
+        out = None
+        if logits:
+            out = self.decoder.classify(refine["decoder"](taps["decoder"]))
+            out = F.interpolate(out, size=size, mode="bilinear", align_corners=True)
+        return Features(out, taps, stages)
+
+    def forward(self, x):
+        return self.forward_features(x).logits
+
+    def train(self, mode=True):
+        """``freeze_bn`` keeps every BatchNorm in eval mode (running stats fixed) while training."""
+        super().train(mode)
+        if mode and self.freeze_bn:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def param_groups(self, lr):
+        """Backbone (CBAM included) at ``lr``; ASPP + decoder (CBAM included) at 10x ``lr``.
+
+        The reference collects only Conv2d/BN parameters, so its CBAM Linear layers never train;
+        here every parameter of a part trains with that part.
+        """
+        return [
+            {"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr": lr},
+            {"params": [p for m in (self.aspp, self.decoder) for p in m.parameters() if p.requires_grad],
+             "lr": lr * 10},
+        ]
+
+
+def num_params(module, attention=True):
+    """Parameter count, optionally without CBAM modules."""
+    return sum(p.numel() for n, p in module.named_parameters() if attention or ".cbam." not in f".{n}")
+
+
+def _unwrap(state):
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError("checkpoint holds no state dict")
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel / DDP
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_checkpoint(model, checkpoint, map_location="cpu"):
+    """Load a DeepLab checkpoint (path or dict) into ``model``; return the attention keys it lacked.
+
+    Accepts the published AttnFD format (strict: every key, CBAM included) and
+    pytorch-deeplab-xception checkpoints, which have the same keys minus ``*.cbam.*``: those CBAM
+    weights then keep their initial values, and their names are returned so the caller can report
+    them.  Files are read with ``weights_only=True``; no pickled code runs.
+    """
+    if isinstance(checkpoint, (str, bytes)) or hasattr(checkpoint, "__fspath__"):
+        checkpoint = torch.load(checkpoint, map_location=map_location, weights_only=True)
+    state = _unwrap(checkpoint)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    missing_attention = [k for k in missing if ".cbam." in f".{k}"]
+    problems = [k for k in missing if k not in missing_attention]
+    problems += [f"unexpected {k}" for k in state if k not in own]
+    problems += [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+                 if k in own and v.shape != own[k].shape]
+    if problems:
+        raise ValueError(
+            f"checkpoint does not match DeepLab({model.backbone_name}, {model.num_classes} classes): "
+            f"{len(problems)} problems, e.g. {'; '.join(problems[:3])}; check --backbone, --out-stride and the "
+            f"number of classes of the run that wrote it"
+        )
+    model.load_state_dict(state, strict=False)
+    return missing_attention

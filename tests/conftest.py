@@ -1,0 +1,35 @@
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+REFERENCE = ROOT.parent / "shared" / "reference"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def reference_state_dict(backbone, seed=0, drop_attention=False):
+    """A deterministic state dict with exactly the published checkpoint's keys and shapes."""
+    shapes = json.loads((REFERENCE / f"keys_{backbone}.json").read_text())
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, shape in shapes.items():
+        if drop_attention and ".cbam." in k:
+            continue
+        if k.endswith("num_batches_tracked"):
+            sd[k] = torch.tensor(7)
+        elif k.endswith("running_var"):
+            sd[k] = torch.rand(shape, generator=g) + 0.5
+        else:
+            sd[k] = torch.randn(shape, generator=g) * 0.05
+    return sd
+
+
+@pytest.fixture
+def ref_sd():
+    return reference_state_dict
