@@ -1,0 +1,57 @@
+"""Pascal VOC 2012 (+ SBD) in the layouts they ship in; the synthetic dataset uses the VOC layout.
+
+VOC:  <root>/JPEGImages/<id>.jpg, SegmentationClass/<id>.png (palette PNG, 255 = void),
+      ImageSets/Segmentation/{train,val}.txt                       (root = VOCdevkit/VOC2012)
+SBD:  <root>/dataset/{img/<id>.jpg, cls/<id>.mat, train.txt, val.txt}  (root = benchmark_RELEASE;
+      a root that is the ``dataset`` folder itself is accepted too)
+"""
+import os
+
+from .base import DatasetError, SegmentationDataset, read_list, require_dir
+
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor")
+HINT = "edit mypath.py or set ATTNFD_{}_ROOT"
+
+
+def voc_ids(root, split, name="pascal"):
+    require_dir(root, f"{name} root", HINT.format(name.upper()))
+    return read_list(os.path.join(root, "ImageSets", "Segmentation", f"{split}.txt"), name,
+                     "the VOC layout needs ImageSets/Segmentation/<split>.txt")
+
+
+def voc_pairs(root, ids):
+    return [(os.path.join(root, "JPEGImages", i + ".jpg"), os.path.join(root, "SegmentationClass", i + ".png"))
+            for i in ids]
+
+
+def sbd_pairs(root, splits=("train", "val")):
+    require_dir(root, "SBD root", HINT.format("SBD"))
+    base = os.path.join(root, "dataset") if os.path.isdir(os.path.join(root, "dataset")) else root
+    pairs = {}
+    for split in splits:
+        for i in read_list(os.path.join(base, f"{split}.txt"), "SBD", "benchmark_RELEASE/dataset/<split>.txt"):
+            pairs[i] = (os.path.join(base, "img", i + ".jpg"), os.path.join(base, "cls", i + ".mat"))
+    return pairs
+
+
+def read_class_names(root, default):
+    path = os.path.join(root, "classes.txt")
+    if not os.path.isfile(path):
+        return default
+    names = read_list(path, "classes", "one class name per line")
+    if len(names) < 2:
+        raise DatasetError(f"{path} lists {len(names)} classes; at least 2 are needed")
+    return tuple(names)
+
+
+def voc_dataset(root, split, transform, use_sbd=False, sbd_root=None, name="pascal"):
+    """VOC ``split``; with ``use_sbd`` the train set is VOC train + SBD train+val minus VOC val."""
+    classes = read_class_names(root, VOC_CLASSES)
+    ids = voc_ids(root, split, name)
+    pairs = voc_pairs(root, ids)
+    if use_sbd and split == "train":
+        excluded = set(voc_ids(root, "val", name)) | set(ids)
+        pairs += [p for i, p in sbd_pairs(sbd_root).items() if i not in excluded]
+    return SegmentationDataset(pairs, len(classes), transform, name=f"{name}:{split}")
