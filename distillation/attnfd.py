@@ -1,0 +1,73 @@
+"""AttnFD (Mansourian et al., arXiv 2403.05451): attention-guided feature distillation.
+
+At three taps (backbone layer4 pre-ReLU, ASPP output, decoder output) CBAM refines teacher and
+student features; a connector (1x1 conv + BN) maps the student's refined tap to the teacher's
+channels; the loss per tap is sum((s/||s|| - t/||t||)^2) / batch, and the total is
+``attn_lambda`` x the sum over taps.  ||.|| is the L2 norm of the whole batch tensor, as in the
+authors' code that produced the reported numbers; ``normalization='channel'`` normalises each
+(sample, channel) map instead, as the paper's text describes.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from modeling import CBAM, TAPS
+
+from .base import Distiller
+
+
+def attnfd_loss(s, t, normalization="global"):
+    """sum((s/||s|| - t/||t||)^2) / B for (B, C, H, W) tensors."""
+    if normalization == "global":
+        s, t = s / torch.norm(s, p=2), t / torch.norm(t, p=2)
+    elif normalization == "channel":
+        s, t = F.normalize(s.flatten(2), dim=2), F.normalize(t.flatten(2), dim=2)
+    else:
+        raise ValueError(f"normalization must be 'global' or 'channel', got {normalization!r}")
+    return (s - t).pow(2).sum() / s.shape[0]
+
+
+def build_connector(s_channels, t_channels):
+    """conv1x1 (no bias) + BN; conv ~ N(0, sqrt(2 / (k*k*out))), BN weight 1, bias 0 (reference)."""
+    conv = nn.Conv2d(s_channels, t_channels, kernel_size=1, bias=False)
+    nn.init.normal_(conv.weight, 0, math.sqrt(2.0 / t_channels))
+    bn = nn.BatchNorm2d(t_channels)
+    return nn.Sequential(conv, bn)
+
+
+class AttnFD(Distiller):
+    def __init__(self, student, teacher, attn_lambda=2.0, teacher_attention="checkpoint",
+                 normalization="global", teacher_train_mode=False):
+        super().__init__(student, teacher, teacher_train_mode)
+        self.attn_lambda, self.normalization = attn_lambda, normalization
+        s_ch, t_ch = student.tap_channels, teacher.tap_channels
+        self.connectors = nn.ModuleDict({tap: build_connector(s_ch[tap], t_ch[tap]) for tap in TAPS})
+        if teacher_attention == "checkpoint":
+            self.teacher_attention = teacher.attention()  # not registered twice: lives in the teacher
+        elif teacher_attention == "parameter-free":
+            self.teacher_attention = nn.ModuleDict({tap: CBAM(t_ch[tap], learned=False) for tap in TAPS})
+        else:
+            raise ValueError(f"teacher_attention must be 'checkpoint' or 'parameter-free', got {teacher_attention!r}")
+        self.teacher_attention_mode = teacher_attention
+
+    def extra_modules(self):
+        return nn.ModuleList(self.connectors.values())
+
+    def forward(self, images, warmup=False):
+        """Student logits and {'attnfd/<tap>': attn_lambda * loss at that tap}.
+
+        ``warmup=True`` (epoch 0 of the reference) runs the student without autograd: only the
+        connectors learn, the student's weights get no gradient (its BN statistics still update).
+        """
+        t = self.teacher_features(images)
+        with torch.no_grad():
+            t_att = {tap: self.teacher_attention[tap](t.taps[tap]) for tap in TAPS}
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not warmup):
+            s = self.student.forward_features(images)
+            s_attention = self.student.attention()
+            s_att = {tap: s_attention[tap](s.taps[tap]) for tap in TAPS}
+        losses = {f"attnfd/{tap}": self.attn_lambda * attnfd_loss(self.connectors[tap](s_att[tap]), t_att[tap],
+                                                                  self.normalization) for tap in TAPS}
+        return s.logits, losses

@@ -1,0 +1,37 @@
+"""The distiller interface: one student, one frozen teacher, method-specific trainable modules.
+
+``distiller(images, warmup=False) -> (student_logits, {name: weighted loss term})``; the trainer adds
+the student's CE to the sum of the terms.  ``extra_modules()`` are the method's own trainable
+modules (AttnFD's connectors), optimised by their own optimizer during warm-up epochs and, if a
+method wants it, afterwards (``train_extra_after_warmup``).
+"""
+import torch
+import torch.nn as nn
+
+
+class Distiller(nn.Module):
+    train_extra_after_warmup = False
+
+    def __init__(self, student, teacher, teacher_train_mode=False):
+        super().__init__()
+        self.student, self.teacher = student, teacher
+        self.teacher_train_mode = teacher_train_mode
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode=True):
+        """The teacher stays in eval mode (fixed BN statistics, no dropout) unless
+        ``teacher_train_mode`` reproduces the reference, which ran it in train mode."""
+        super().train(mode)
+        self.teacher.train(mode and self.teacher_train_mode)
+        return self
+
+    def extra_modules(self):
+        return nn.ModuleList()
+
+    @torch.no_grad()
+    def teacher_features(self, images):
+        return self.teacher.forward_features(images, logits=False)
+
+    def forward(self, images, warmup=False):
+        raise NotImplementedError

@@ -1,0 +1,360 @@
+"""The one training loop shared by train.py (baseline / teacher) and train_kd.py (distillation).
+
+Faithful to the reference (pytorch-deeplab-xception / AttnFD) where published numbers depend on it:
+SGD with a 10x head, poly lr set every iteration, CE divided by the batch size, epoch 0 of
+distillation training only the connectors.  See README "Differences from the reference".
+"""
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from dataloaders import DATASETS, class_names, make_data_loader
+from dataloaders.datasets import DatasetError
+from distillation import DISTILLERS, build_distiller
+from modeling import DeepLab, load_checkpoint, num_params
+from modeling.backbone import BACKBONES
+from modeling.imagenet import MissingWeightsError
+from mypath import Path
+from utils.calculate_weights import calculate_weights_labels
+from utils.loss import SegmentationLosses
+from utils.lr_scheduler import LRSchedule
+from utils.metrics import Evaluator
+from utils.saver import CheckpointError, Saver, load_file
+from utils.summaries import TensorboardSummary
+
+EPOCHS = {"coco": 30, "cityscapes": 200, "pascal": 50, "camvid": 200, "synthetic": 10}
+LRS = {"coco": 0.1, "cityscapes": 0.01, "pascal": 0.007, "camvid": 0.01, "synthetic": 0.01}  # per batch of 6
+
+
+def get_args_parser(kd=False):
+    p = argparse.ArgumentParser(description="AttnFD: DeepLabV3+ " + ("distillation" if kd else "training"),
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--backbone", default="resnet18" if kd else "resnet101", choices=sorted(BACKBONES))
+    p.add_argument("--out-stride", type=int, default=16, choices=[8, 16], help="network output stride")
+    p.add_argument("--dataset", default="pascal", choices=DATASETS)
+    p.add_argument("--use-sbd", action="store_true", help="add SBD train+val (minus VOC val) to Pascal train")
+    p.add_argument("--workers", type=int, default=4, metavar="N", help="dataloader worker processes")
+    p.add_argument("--base-size", type=int, default=513, help="base image size of the random scale")
+    p.add_argument("--crop-size", type=int, default=513, help="train crop; val short side")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm (takes effect under torch.distributed)")
+    p.add_argument("--freeze-bn", action="store_true", help="keep BatchNorm statistics and affine fixed")
+    p.add_argument("--loss-type", default="ce", choices=["ce", "focal"])
+    p.add_argument("--epochs", type=int, default=None, metavar="N", help="default per dataset: " + str(EPOCHS))
+    p.add_argument("--start_epoch", type=int, default=0, metavar="N")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="default 6 per GPU")
+    p.add_argument("--test-batch-size", type=int, default=None, metavar="N",
+                   help="accepted for compatibility; validation uses batch 1 since image sizes differ")
+    p.add_argument("--use-balanced-weights", action="store_true", help="class-balanced CE weights (cached .npy)")
+    p.add_argument("--lr", type=float, default=None, metavar="LR",
+                   help="default {dataset lr} / 6 * batch size: " + str(LRS))
+    p.add_argument("--lr-scheduler", default="poly", choices=["poly", "step", "cos"])
+    p.add_argument("--lr-step", type=int, default=None, help="epochs per 10x decay for --lr-scheduler step "
+                                                             "(default epochs // 3)")
+    p.add_argument("--momentum", type=float, default=0.9, metavar="M")
+    p.add_argument("--weight-decay", type=float, default=5e-4, metavar="M")
+    p.add_argument("--nesterov", action="store_true")
+    p.add_argument("--no-cuda", action="store_true", help="run on the CPU even if CUDA is available")
+    p.add_argument("--gpu-ids", default="0", help="comma-separated GPU ids (several: DataParallel)")
+    p.add_argument("--seed", type=int, default=1, metavar="S")
+    p.add_argument("--resume", default=None, help="checkpoint to resume from (model, optimizer(s), epoch)")
+    p.add_argument("--checkname", default=None, help="run name (default deeplab-<backbone> / attnfd-<backbone>)")
+    p.add_argument("--ft", action="store_true", help="fine-tune: load --resume weights only, start at epoch 0")
+    p.add_argument("--eval-interval", type=int, default=1, help="validate every N epochs")
+    p.add_argument("--no-val", action="store_true", help="skip validation")
+    p.add_argument("--no-pretrained", action="store_true", help="do not load ImageNet weights into the backbone")
+    p.add_argument("--attention-in-path", action="store_true",
+                   help="put CBAM in the forward path at the three taps, so its weights train (teacher option)")
+    p.add_argument("--full-res-val", action="store_true", help="validate at original resolution (no resize)")
+    p.add_argument("--run-dir", default="run", help="root of run/<dataset>/<checkname>/experiment_<k>")
+    if kd:
+        p.add_argument("--method", default="attnfd", choices=sorted(DISTILLERS))
+        p.add_argument("--attn_lambda", type=float, default=2.0, help="weight of the AttnFD loss")
+        p.add_argument("--teacher_path", default="pretrained/teacher-pascal.pth.tar")
+        p.add_argument("--teacher-backbone", default="resnet101", choices=sorted(BACKBONES),
+                       help="used when the teacher checkpoint does not record its backbone")
+        p.add_argument("--teacher-attention", default="auto", choices=["auto", "checkpoint", "parameter-free"],
+                       help="teacher CBAM: the checkpoint's weights or parameter-free pooling; auto picks the "
+                            "checkpoint's when it has them")
+        p.add_argument("--attn-norm", default="global", choices=["global", "channel"],
+                       help="per-tap normalisation: whole-batch L2 (authors' code) or per channel (paper text)")
+        p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                       help="skip the epoch-0 connector warm-up; connectors then train with the student")
+        p.add_argument("--teacher-train-mode", action="store_true",
+                       help="reproduce the reference: teacher in train mode (batch-stat BN, decoder dropout)")
+    return p
+
+
+def finalize_args(args, kd=False):
+    """Reference defaults: epochs and lr per dataset, lr scaled by batch, checkname from backbone."""
+    args.kd = kd
+    args.cuda = not args.no_cuda and torch.cuda.is_available()
+    try:
+        args.gpu_ids = [int(s) for s in str(args.gpu_ids).split(",")] if args.gpu_ids != "" else [0]
+    except ValueError:
+        raise SystemExit(f"error: --gpu-ids must be a comma-separated list of integers, got {args.gpu_ids!r}") from None
+    n_gpu = len(args.gpu_ids) if args.cuda else 1
+    if args.epochs is None:
+        args.epochs = EPOCHS[args.dataset]
+    if args.batch_size is None:
+        args.batch_size = 6 * n_gpu
+    if args.test_batch_size is None:
+        args.test_batch_size = args.batch_size
+    if args.lr is None:
+        args.lr = LRS[args.dataset] / (6 * n_gpu) * args.batch_size
+    if args.checkname is None:
+        args.checkname = ("attnfd-" if kd else "deeplab-") + args.backbone
+    if args.epochs < 1 or args.batch_size < 1 or args.eval_interval < 1:
+        raise SystemExit("error: --epochs, --batch-size and --eval-interval must be positive")
+    return args
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, args):
+        self.args = args
+        seed_everything(args.seed)
+        self.device = torch.device(f"cuda:{args.gpu_ids[0]}" if args.cuda else "cpu")
+        resume = load_file(args.resume, "--resume") if args.resume else None
+
+        kwargs = {"num_workers": args.workers, "pin_memory": args.cuda,
+                  "persistent_workers": args.workers > 0, "generator": torch.Generator().manual_seed(args.seed)}
+        self.train_loader, self.val_loader, self.test_loader, self.nclass = make_data_loader(args, **kwargs)
+        self.class_names = class_names(args.dataset)
+
+        self.model = DeepLab(num_classes=self.nclass, backbone=args.backbone, output_stride=args.out_stride,
+                             pretrained_backbone=not args.no_pretrained,
+                             attention_in_path=args.attention_in_path, freeze_bn=args.freeze_bn)
+        self.distiller = self._build_distiller() if args.kd else None
+        self.model.to(self.device)
+        if self.distiller is not None:
+            self.distiller.to(self.device)
+        self.net = self.distiller if self.distiller is not None else self.model
+        if args.cuda and len(args.gpu_ids) > 1:
+            self.net = nn.DataParallel(self.net, device_ids=args.gpu_ids)
+        if args.sync_bn and not torch.distributed.is_initialized():
+            print("note: --sync-bn has no effect in a single process (it applies under torch.distributed)")
+
+        opt = dict(momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov)
+        groups = self.model.param_groups(args.lr)
+        extra = list(self.distiller.extra_modules().parameters()) if self.distiller is not None else []
+        if extra and not (args.warmup and not self.distiller.train_extra_after_warmup):
+            groups.append({"params": extra, "lr": args.lr})  # no warm-up: connectors train with the student
+        self.optimizer = torch.optim.SGD(groups, lr=args.lr, **opt)
+        # reference: epoch 0 trains only the connectors, one group at the base lr, same schedule
+        self.warmup_optimizer = torch.optim.SGD(extra, lr=args.lr, **opt) if extra and args.warmup else None
+
+        weight = None
+        if args.use_balanced_weights:
+            cache = os.path.join(Path.db_root_dir(args.dataset),
+                                 f"{args.dataset}{'_sbd' if args.use_sbd else ''}_classes_weights.npy")
+            if not os.access(os.path.dirname(os.path.abspath(cache)), os.W_OK):
+                cache = os.path.join(args.run_dir, f"{args.dataset}_classes_weights.npy")
+            weight = torch.from_numpy(calculate_weights_labels(self.train_loader.dataset, self.nclass, cache)).float()
+        self.criterion = SegmentationLosses(weight=weight).build_loss(mode=args.loss_type)
+        self.evaluator = Evaluator(self.nclass, self.device)
+        self.schedule = LRSchedule(args.lr_scheduler, args.epochs, len(self.train_loader), args.lr_step)
+        self.best_pred, self.history = 0.0, []
+        if resume is not None:
+            self._resume(resume)
+
+        # Nothing is written before this point: bad input leaves no half-made run behind.
+        experiment_dir = None
+        if args.resume and not args.ft and os.path.basename(os.path.dirname(os.path.abspath(args.resume))) \
+                .startswith("experiment_"):
+            experiment_dir = os.path.dirname(os.path.abspath(args.resume))  # continue that experiment
+        self.saver = Saver(args, experiment_dir)
+        self.saver.save_experiment_config()
+        self.summary = TensorboardSummary(self.saver.experiment_dir)
+        self.writer = self.summary.create_summary()
+        print(f"Student DeepLab({args.backbone}): {num_params(self.model) / 1e6:.2f}M parameters "
+              f"({num_params(self.model, attention=False) / 1e6:.2f}M without CBAM)")
+
+    def _build_distiller(self):
+        args = self.args
+        ckpt = load_file(args.teacher_path, "--teacher_path")
+        t_args = ckpt.get("args", {}) if isinstance(ckpt, dict) else {}
+        backbone = t_args.get("backbone", args.teacher_backbone)
+        in_path = bool(t_args.get("attention_in_path", False))
+        self.teacher = DeepLab(num_classes=self.nclass, backbone=backbone, output_stride=args.out_stride,
+                               attention_in_path=in_path)
+        try:
+            missing = load_checkpoint(self.teacher, ckpt)
+        except ValueError as e:
+            raise CheckpointError(f"--teacher_path {args.teacher_path}: {e}") from None
+        mode, why = args.teacher_attention, "requested with --teacher-attention"
+        if mode == "auto":
+            if missing:
+                mode, why = "parameter-free", "the checkpoint has no CBAM weights (pytorch-deeplab-xception format)"
+            elif in_path:
+                mode, why = "checkpoint", "the teacher was trained with CBAM in its forward path"
+            else:
+                mode, why = "checkpoint", ("the checkpoint carries CBAM weights; as in the reference, they were "
+                                           "never trained by its forward pass")
+        elif mode == "checkpoint" and missing:
+            raise CheckpointError(f"--teacher-attention checkpoint: {args.teacher_path} has no CBAM weights "
+                                  f"({len(missing)} missing); use --teacher-attention parameter-free or auto")
+        args.teacher_attention = mode
+        print(f"Teacher DeepLab({backbone}) from {args.teacher_path}: {num_params(self.teacher) / 1e6:.2f}M "
+              f"parameters; teacher attention: {mode} ({why}); teacher mode: "
+              f"{'train (reference behaviour)' if args.teacher_train_mode else 'eval, no autograd (frozen)'}")
+        return build_distiller(args.method, self.model, self.teacher, args)
+
+    def _resume(self, ckpt):
+        args = self.args
+        try:
+            load_checkpoint(self.model, ckpt)
+        except ValueError as e:
+            raise CheckpointError(f"--resume {args.resume}: {e}") from None
+        if args.ft:
+            args.start_epoch = 0
+            print(f"Fine-tuning from {args.resume} (weights only)")
+            return
+        if "optimizer" in ckpt:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.distiller is not None and "connectors" in ckpt:
+            self.distiller.extra_modules().load_state_dict(ckpt["connectors"])
+            if self.warmup_optimizer is not None and "warmup_optimizer" in ckpt:
+                self.warmup_optimizer.load_state_dict(ckpt["warmup_optimizer"])
+        args.start_epoch = int(ckpt.get("epoch", 0))
+        self.best_pred = float(ckpt.get("best_pred", 0.0))
+        self.history = list(ckpt.get("history", []))
+        print(f"Resumed {args.resume} at epoch {args.start_epoch} (best mIoU {self.best_pred:.4f})")
+
+    def training(self, epoch):
+        args = self.args
+        warmup = self.distiller is not None and self.warmup_optimizer is not None and epoch == 0
+        optimizer = self.warmup_optimizer if warmup else self.optimizer
+        self.net.train()
+        totals, n = {}, 0
+        tbar = tqdm(self.train_loader, desc="Train", dynamic_ncols=True)
+        for i, sample in enumerate(tbar):
+            T = epoch * len(self.train_loader) + i
+            lr = self.schedule(optimizer, i, epoch)
+            image = sample["image"].to(self.device, non_blocking=True)
+            target = sample["label"].to(self.device, non_blocking=True)
+            if self.distiller is not None:
+                output, terms = self.net(image, warmup=warmup)
+                terms = {k: v.mean() for k, v in terms.items()}
+            else:
+                output, terms = self.net(image), {}
+            ce = self.criterion(output, target)
+            loss = ce + sum(terms.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+            logged = {"total_loss_iter": loss.detach(), "ce": ce.detach(), **{k: v.detach() for k, v in terms.items()}}
+            if terms:
+                logged[f"{args.method}/total"] = sum(terms.values()).detach()
+            for k, v in logged.items():
+                v = float(v)
+                totals[k] = totals.get(k, 0.0) + v
+                self.writer.add_scalar(f"train/{k}", v, T)
+            self.writer.add_scalar("train/lr", lr, T)
+            n += 1
+            tbar.set_description(f"Train loss: {totals['total_loss_iter'] / n:.3f}" + (" (warm-up)" if warmup else ""))
+        means = {k: v / max(n, 1) for k, v in totals.items()}
+        self.writer.add_scalar("train/total_loss_epoch", means.get("total_loss_iter", 0.0), epoch)
+        print(f"[Epoch: {epoch}, numImages: {n * args.batch_size:5d}] Loss: {totals.get('total_loss_iter', 0.0):.3f}"
+              + (" (warm-up: connectors only)" if warmup else ""))
+        return means
+
+    @torch.no_grad()
+    def validation(self, epoch):
+        self.model.eval()
+        self.evaluator.reset()
+        test_loss, n = 0.0, 0
+        tbar = tqdm(self.val_loader, desc="Val", dynamic_ncols=True)
+        for i, sample in enumerate(tbar):
+            image = sample["image"].to(self.device)
+            target = sample["label"].to(self.device)
+            output = self.model(image)
+            test_loss += float(self.criterion(output, target))
+            n += 1
+            pred = output.argmax(dim=1)
+            self.evaluator.add_batch(target, pred)
+            if i == 0:
+                self._first_val = (image, target, output)
+            tbar.set_description(f"Val loss: {test_loss / n:.3f}")
+        self.evaluator.all_reduce()
+        r = self.evaluator.results()
+        for k in ("mIoU", "Acc", "Acc_class", "fwIoU"):
+            self.writer.add_scalar(f"val/{k}", r[k], epoch)
+        self.writer.add_scalar("val/total_loss_epoch", test_loss, epoch)
+        for name, iou in zip(self.class_names, r["IoU"]):
+            if iou is not None:
+                self.writer.add_scalar(f"val/IoU/{name}", iou, epoch)
+        image, target, output = self._first_val
+        self.summary.visualize_image(self.writer, self.args.dataset, image, target, output, epoch,
+                                     png_dir=os.path.join(self.saver.experiment_dir, "vis"))
+        print(f"Validation: [Epoch: {epoch}, numImages: {n:5d}]")
+        print(f"Acc:{r['Acc']:.4f}, Acc_class:{r['Acc_class']:.4f}, mIoU:{r['mIoU']:.4f}, fwIoU: {r['fwIoU']:.4f}")
+        print("Per-class IoU: " + ", ".join(f"{c}={'n/a' if v is None else f'{v:.3f}'}"
+                                           for c, v in zip(self.class_names, r["IoU"])))
+        r["loss"] = test_loss
+        return r
+
+    def state(self, epoch):
+        s = {"epoch": epoch + 1, "state_dict": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+             "best_pred": self.best_pred, "args": {k: v for k, v in vars(self.args).items()},
+             "history": self.history}
+        if self.distiller is not None:
+            s["connectors"] = self.distiller.extra_modules().state_dict()
+            if self.warmup_optimizer is not None:
+                s["warmup_optimizer"] = self.warmup_optimizer.state_dict()
+        return s
+
+    def fit(self):
+        args = self.args
+        print(f"Starting Epoch: {args.start_epoch}\nTotal Epoches: {args.epochs}")
+        start = time.time()
+        for epoch in range(args.start_epoch, args.epochs):
+            train = self.training(epoch)
+            record = {"epoch": epoch, "train": train}
+            is_best = False
+            if not args.no_val and epoch % args.eval_interval == args.eval_interval - 1:
+                val = self.validation(epoch)
+                record["val"] = val
+                if val["mIoU"] > self.best_pred:
+                    self.best_pred, is_best = val["mIoU"], True
+            self.history.append(record)
+            self.saver.save_checkpoint(self.state(epoch), is_best)
+            with open(os.path.join(self.saver.experiment_dir, "history.json"), "w") as f:
+                json.dump(self.history, f, indent=1)
+        self.writer.close()
+        self.elapsed = time.time() - start
+        print(f"Best mIoU {self.best_pred:.4f}; run directory {self.saver.experiment_dir}")
+        return self.best_pred
+
+
+def one_line(e):
+    """The last meaningful line of an error (DataLoader workers wrap the original in a traceback)."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    line = lines[-1] if lines else type(e).__name__
+    for prefix in ("dataloaders.datasets.base.DatasetError: ", "DatasetError: "):
+        line = line.removeprefix(prefix)
+    return line
+
+
+def main(args, kd=False):
+    args = finalize_args(args, kd)
+    try:
+        trainer = Trainer(args)
+        trainer.fit()
+    except (DatasetError, CheckpointError, MissingWeightsError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    return trainer

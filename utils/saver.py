@@ -1,0 +1,97 @@
+"""Run directories and checkpoints, laid out as the reference:
+
+run/<dataset>/<checkname>/experiment_<k>/{checkpoint.pth.tar, parameters.txt, best_pred.txt, events...}
+run/<dataset>/<checkname>/model_best.pth.tar    (best over all experiments of that checkname)
+
+Every write is atomic (temporary file + os.replace); every read uses ``weights_only=True``.
+"""
+import glob
+import os
+import shutil
+import tempfile
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names it."""
+
+
+def save_atomic(obj, path):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pth")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def copy_atomic(src, dst):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dst)), prefix=".tmp-")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_file(path, flag="--resume"):
+    """Read a checkpoint without running pickled code; errors name the file and the flag."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{flag}: no checkpoint at {path} (check the path)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{flag}: cannot read checkpoint {path}: {first} "
+                              f"(is it a complete PyTorch checkpoint?)") from None
+
+
+def experiment_id(path):
+    try:
+        return int(os.path.basename(path).split("_")[-1])
+    except ValueError:
+        return -1
+
+
+class Saver:
+    def __init__(self, args, experiment_dir=None):
+        self.args = args
+        self.directory = os.path.join(getattr(args, "run_dir", "run"), args.dataset, args.checkname)
+        self.runs = sorted(glob.glob(os.path.join(self.directory, "experiment_*")), key=experiment_id)
+        if experiment_dir is None:
+            run_id = experiment_id(self.runs[-1]) + 1 if self.runs else 0
+            experiment_dir = os.path.join(self.directory, f"experiment_{run_id}")
+        self.experiment_dir = experiment_dir
+        os.makedirs(self.experiment_dir, exist_ok=True)
+
+    def save_checkpoint(self, state, is_best, filename="checkpoint.pth.tar"):
+        """Write the latest state; when ``is_best``, record best_pred and update model_best."""
+        path = os.path.join(self.experiment_dir, filename)
+        save_atomic(state, path)
+        if not is_best:
+            return
+        best_pred = state["best_pred"]
+        with open(os.path.join(self.experiment_dir, "best_pred.txt"), "w") as f:
+            f.write(str(best_pred))
+        previous = []
+        for run in self.runs:
+            if os.path.abspath(run) == os.path.abspath(self.experiment_dir):
+                continue
+            try:
+                with open(os.path.join(run, "best_pred.txt")) as f:
+                    previous.append(float(f.read()))
+            except (OSError, ValueError):
+                pass
+        if not previous or best_pred > max(previous):
+            copy_atomic(path, os.path.join(self.directory, "model_best.pth.tar"))
+
+    def save_experiment_config(self):
+        with open(os.path.join(self.experiment_dir, "parameters.txt"), "w") as f:
+            for k, v in sorted(vars(self.args).items()):
+                f.write(f"{k}:{v}\n")
