@@ -5,9 +5,9 @@ For people with no dataset: ``python -m dataloaders.synthetic --out data/synthet
 ImageSets/Segmentation/{train,val}.txt, classes.txt}``, which the VOC reader then reads like the
 real thing (``--dataset synthetic``, root from mypath / ATTNFD_SYNTHETIC_ROOT).
 
-An object's class depends on its shape and colour, and for triangles on context: the stripe
-texture of the region the triangle stands on.  Colours overlap between classes, textures are of
-low contrast and objects occlude each other, so capacity and receptive field pay off.
+An object's class depends on its shape and colour, and for rings on context: the stripe
+texture of the region the ring stands on.  Objects occlude each other; colour alone is easy,
+shape and context take capacity and training time.
 Seeded: the same arguments give the same files.
 """
 import argparse
@@ -19,12 +19,12 @@ from scipy import ndimage
 
 from .utils import voc_palette
 
-CLASSES = ("background", "red disk", "blue disk", "red square", "blue square", "triangle on horizontal stripes",
-           "triangle on vertical stripes")
+CLASSES = ("background", "red disk", "blue disk", "red bar", "blue bar", "ring on horizontal stripes",
+           "ring on vertical stripes")
 
 
 def _colour(rng, warm):
-    hi, lo = rng.integers(130, 256), rng.integers(0, 140, size=2)
+    hi, lo = rng.integers(170, 256), rng.integers(0, 100, size=2)
     return (hi, lo[0], lo[1]) if warm else (lo[0], lo[1], hi)
 
 
@@ -38,46 +38,49 @@ def _texture(rng, size):
     v_stripes = (np.sin(2 * np.pi * xx / period) > 0).astype(np.float32)
     stripes = np.where(region, v_stripes, h_stripes)
     base = rng.uniform(70, 150, size=3)
-    image = base[None, None, :] + (stripes[..., None] - 0.5) * rng.uniform(25, 50)
+    image = base[None, None, :] + (stripes[..., None] - 0.5) * rng.uniform(40, 70)
     return image, region
 
 
-def make_sample(rng, size=128, min_objects=2, max_objects=4):
+def make_sample(rng, size=96, min_objects=2, max_objects=4, radius=(0.14, 0.28)):
     image, vertical = _texture(rng, size)
     label = np.zeros((size, size), dtype=np.uint8)
     void = np.zeros((size, size), dtype=bool)
     for _ in range(rng.integers(min_objects, max_objects + 1)):
         shape = rng.integers(0, 3)
-        r = rng.uniform(0.09, 0.2) * size
+        r = rng.uniform(*radius) * size
         cx, cy = rng.uniform(r, size - r, size=2)
         canvas = Image.new("L", (size, size), 0)
         draw = ImageDraw.Draw(canvas)
-        if shape == 0:
+        if shape == 0:  # disk
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=1)
-        elif shape == 1:
-            draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=1)
-        else:
-            t = rng.uniform(0, 2 * np.pi)
-            draw.polygon([(cx + r * 1.2 * np.cos(t + k * 2 * np.pi / 3), cy + r * 1.2 * np.sin(t + k * 2 * np.pi / 3))
-                          for k in range(3)], fill=1)
+        elif shape == 1:  # bar: a 5:1 rectangle at a random angle
+            t = rng.uniform(0, np.pi)
+            u, v = np.array([np.cos(t), np.sin(t)]) * r * 1.25, np.array([-np.sin(t), np.cos(t)]) * r * 0.25
+            draw.polygon([tuple(np.array([cx, cy]) + a * u + b * v) for a, b in ((-1, -1), (1, -1), (1, 1), (-1, 1))],
+                         fill=1)
+        else:  # ring
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=1)
+            q = r * 0.55
+            draw.ellipse([cx - q, cy - q, cx + q, cy + q], fill=0)
         mask = np.asarray(canvas).astype(bool)
         if not mask.any():
             continue
         warm = bool(rng.integers(0, 2))
         if shape < 2:
             cls = 1 + 2 * shape + (0 if warm else 1)
-        else:  # context: the texture under the triangle's centre decides
+        else:  # context: the texture under the ring's centre decides
             cls = 6 if vertical[int(cy), int(cx)] else 5
         image[mask] = np.asarray(_colour(rng, warm), dtype=np.float32) + rng.normal(0, 6, size=(mask.sum(), 3))
         label[mask] = cls
         border = ndimage.binary_dilation(mask, iterations=1) & ~ndimage.binary_erosion(mask, iterations=1)
         void = (void & ~mask) | border
     label[void] = 255
-    image += rng.normal(0, 8, size=image.shape)
+    image += rng.normal(0, 4, size=image.shape)
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
-def generate(out, n_train=240, n_val=60, size=128, seed=0):
+def generate(out, n_train=160, n_val=40, size=64, seed=0):
     """Write the dataset under ``out/VOC2012``; return that root."""
     root = os.path.join(out, "VOC2012")
     for d in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
@@ -105,9 +108,9 @@ def generate(out, n_train=240, n_val=60, size=128, seed=0):
 def get_args_parser():
     p = argparse.ArgumentParser(description="Write the synthetic dataset in Pascal VOC format")
     p.add_argument("--out", default="data/synthetic", help="output folder (the VOC root is <out>/VOC2012)")
-    p.add_argument("--n-train", type=int, default=240)
-    p.add_argument("--n-val", type=int, default=60)
-    p.add_argument("--size", type=int, default=128, help="image side in pixels")
+    p.add_argument("--n-train", type=int, default=160)
+    p.add_argument("--n-val", type=int, default=40)
+    p.add_argument("--size", type=int, default=64, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)
     return p
 

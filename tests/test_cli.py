@@ -1,0 +1,140 @@
+"""End to end: the real CLIs as subprocesses on a tiny generated dataset."""
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboardX.proto import event_pb2
+
+from dataloaders.synthetic import generate
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+COMMON = ["--dataset", "synthetic", "--base-size", "48", "--crop-size", "48", "--batch-size", "4",
+          "--workers", "1", "--no-pretrained", "--no-cuda"]
+
+
+def run(script, *args, env, cwd, check=True):
+    p = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{script} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def tags(directory):
+    """Scalar/image tags in the tensorboard event files of ``directory`` (TFRecord framing)."""
+    found = set()
+    for name in os.listdir(directory):
+        if not name.startswith("events.out.tfevents"):
+            continue
+        data = (Path(directory) / name).read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[pos + 12:pos + 12 + length])
+            found.update(v.tag for v in event.summary.value)
+            pos += 12 + length + 4
+    return found
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    root = generate(tmp / "data", n_train=8, n_val=2, size=48, seed=0)
+    env = dict(os.environ, ATTNFD_SYNTHETIC_ROOT=root, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2")
+    return tmp, env
+
+
+def test_teacher_baseline_distillation_resume_and_eval(work):
+    tmp, env = work
+    runs = tmp / "run" / "synthetic"
+
+    # teacher with CBAM in the forward path
+    run("train.py", "--backbone", "resnet101", "--epochs", "1", "--attention-in-path", "--checkname", "teacher",
+        *COMMON, env=env, cwd=tmp)
+    teacher = load(runs / "teacher" / "model_best.pth.tar")
+    assert teacher["epoch"] == 1 and teacher["args"]["attention_in_path"] is True
+    assert {"state_dict", "optimizer", "best_pred", "args"} <= set(teacher)
+
+    # baseline, then resume it for a second epoch in the same experiment
+    run("train.py", "--backbone", "resnet18", "--epochs", "1", *COMMON, env=env, cwd=tmp)
+    exp = runs / "deeplab-resnet18" / "experiment_0"
+    assert (exp / "parameters.txt").read_text().count("backbone:resnet18") == 1
+    assert {"train/total_loss_iter", "train/ce", "train/lr", "val/mIoU", "val/fwIoU",
+            "Image_GT_Prediction"} <= tags(exp)
+    assert (exp / "vis" / "epoch_000.png").stat().st_size > 0
+    p = run("train.py", "--backbone", "resnet18", "--epochs", "2", "--resume", str(exp / "checkpoint.pth.tar"),
+            *COMMON, env=env, cwd=tmp)
+    assert "Resumed" in p.stdout
+    ck = load(exp / "checkpoint.pth.tar")
+    assert ck["epoch"] == 2 and len(ck["history"]) == 2 and ck["optimizer"]["state"]
+    assert not (runs / "deeplab-resnet18" / "experiment_1").exists()
+    baseline = ck["state_dict"]
+
+    # distillation: warm-up epoch only, starting from the baseline's weights (--ft)
+    teacher_path = str(runs / "teacher" / "model_best.pth.tar")
+    kd = ["--backbone", "resnet18", "--teacher_path", teacher_path, *COMMON]
+    p = run("train_kd.py", "--epochs", "1", "--resume", str(exp / "checkpoint.pth.tar"), "--ft", "--checkname",
+            "kd", *kd, env=env, cwd=tmp)
+    assert "teacher attention: checkpoint (the teacher was trained with CBAM in its forward path)" in p.stdout
+    kd_exp = runs / "kd" / "experiment_0"
+    warm = load(kd_exp / "checkpoint.pth.tar")
+    for k, v in warm["state_dict"].items():
+        if "running_" not in k and "num_batches" not in k:
+            assert torch.equal(v, baseline[k]), f"student weight {k} changed during the warm-up epoch"
+    connectors = warm["connectors"]
+    assert any(not torch.all(v == 1) for k, v in connectors.items() if k.endswith("1.weight"))  # BN moved
+    # resume: epochs 1..2 train the student, the connectors stay fixed
+    run("train_kd.py", "--epochs", "3", "--resume", str(kd_exp / "checkpoint.pth.tar"), "--checkname", "kd", *kd,
+        env=env, cwd=tmp)
+    final = load(kd_exp / "checkpoint.pth.tar")
+    assert final["epoch"] == 3
+    for k, v in final["connectors"].items():
+        if "running_" not in k and "num_batches" not in k:
+            assert torch.equal(v, connectors[k]), f"connector {k} changed after the warm-up"
+    changed = [k for k, v in final["state_dict"].items() if "running_" not in k and not torch.equal(v, baseline[k])]
+    assert any("cbam.ChannelGate.mlp" in k for k in changed)  # student CBAM Linear layers are optimised
+    assert {"train/attnfd/backbone", "train/attnfd/aspp", "train/attnfd/decoder", "train/attnfd/total"} <= tags(
+        kd_exp)
+
+    # eval with visualisations and JSON
+    out = tmp / "eval.json"
+    run("eval.py", "--checkpoint", str(runs / "kd" / "model_best.pth.tar"), "--dataset", "synthetic",
+        "--crop-size", "48", "--flip", "--scales", "0.75", "1", "--json", str(out), "--save-vis", str(tmp / "vis"),
+        "--no-cuda", env=env, cwd=tmp)
+    result = json.loads(out.read_text())
+    assert 0 <= result["mIoU"] <= 1 and len(result["IoU"]) == 7 and result["images"] == 2
+    assert len(list((tmp / "vis").glob("*_overlay.png"))) == 2
+
+
+def test_bad_input_is_one_line_and_loses_nothing(work, tmp_path):
+    _, env = work
+    bad = dict(env, ATTNFD_SYNTHETIC_ROOT=str(tmp_path / "nowhere"))
+    p = run("train.py", "--backbone", "resnet18", "--epochs", "1", *COMMON, env=bad, cwd=tmp_path, check=False)
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0
+    assert "synthetic root not found" in p.stderr and "ATTNFD_SYNTHETIC_ROOT" in p.stderr
+    assert not (tmp_path / "run").exists()
+
+    p = run("train_kd.py", "--teacher_path", str(tmp_path / "missing.pth.tar"), *COMMON, env=env, cwd=tmp_path,
+            check=False)
+    assert p.returncode == 2 and "--teacher_path: no checkpoint at" in p.stderr and "missing.pth.tar" in p.stderr
+
+    (tmp_path / "garbage.pth.tar").write_bytes(b"not a checkpoint")
+    p = run("train.py", "--resume", str(tmp_path / "garbage.pth.tar"), *COMMON, env=env, cwd=tmp_path, check=False)
+    assert p.returncode == 2 and "cannot read checkpoint" in p.stderr and p.stderr.strip().count("\n") == 0
+
+    offline = dict(env, TORCH_HOME=str(tmp_path / "torch_home"))
+    args = [a for a in COMMON if a != "--no-pretrained"]
+    p = run("train.py", "--backbone", "resnet18", *args, env=offline, cwd=tmp_path, check=False)
+    assert p.returncode == 2 and "resnet18-f37072fd.pth" in p.stderr and "--no-pretrained" in p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "run").exists()

@@ -1,0 +1,149 @@
+import argparse
+import math
+
+import pytest
+import torch
+
+from distillation import AttnFD, attnfd_loss, build_connector, build_distiller
+from modeling import DeepLab
+from utils.loss import SegmentationLosses
+from utils.lr_scheduler import LRSchedule
+from utils.metrics import Evaluator
+
+S = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)
+T = torch.tensor([[0.0, 0.0], [0.0, 1.0]]).view(1, 1, 2, 2)
+
+
+def test_attnfd_loss_global_norm_by_hand():
+    # one sample: (1+4+9)/30 + (4/sqrt(30) - 1)^2
+    assert attnfd_loss(S, T).item() == pytest.approx(14 / 30 + (4 / math.sqrt(30) - 1) ** 2, rel=1e-6)
+    # the norm is over the whole batch tensor, and the sum is divided by the batch size
+    s2, t2 = torch.cat([S, S]), torch.cat([T, T])
+    expected = 2 * (14 / 60 + (4 / math.sqrt(60) - 1 / math.sqrt(2)) ** 2) / 2
+    assert attnfd_loss(s2, t2).item() == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(0.269703, abs=1e-6)
+
+
+def test_attnfd_loss_per_channel_norm_by_hand():
+    s2, t2 = torch.cat([S, S]), torch.cat([T, T])
+    one = 14 / 30 + (4 / math.sqrt(30) - 1) ** 2
+    assert attnfd_loss(s2, t2, "channel").item() == pytest.approx(2 * one / 2, rel=1e-6)
+    with pytest.raises(ValueError):
+        attnfd_loss(S, T, "spatial")
+
+
+def test_connector_init():
+    torch.manual_seed(0)
+    c = build_connector(512, 2048)
+    assert c[0].bias is None and c[0].weight.shape == (2048, 512, 1, 1)
+    assert c[0].weight.std().item() == pytest.approx(math.sqrt(2 / 2048), rel=0.02)
+    assert torch.all(c[1].weight == 1) and torch.all(c[1].bias == 0)
+
+
+def tiny_pair():
+    torch.manual_seed(0)
+    teacher = DeepLab(num_classes=3, backbone="resnet18")
+    student = DeepLab(num_classes=3, backbone="mobilenet")
+    return student, teacher
+
+
+def test_distiller_loss_matches_the_pipeline_written_out():
+    student, teacher = tiny_pair()
+    d = AttnFD(student, teacher, attn_lambda=2.0, teacher_attention="parameter-free").eval()
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        logits, terms = d(x)
+        t = teacher.forward_features(x)
+        s = student.forward_features(x)
+        for tap in ("backbone", "aspp", "decoder"):
+            t_ref = d.teacher_attention[tap](t.taps[tap])
+            s_ref = d.connectors[tap](student.attention()[tap](s.taps[tap]))
+            assert terms[f"attnfd/{tap}"].item() == pytest.approx(2 * attnfd_loss(s_ref, t_ref).item(), rel=1e-5)
+        torch.testing.assert_close(logits, s.logits)
+    assert d.connectors["backbone"][0].weight.shape == (512, 320, 1, 1)
+
+
+def test_teacher_gets_no_gradient_and_keeps_bn_statistics():
+    student, teacher = tiny_pair()
+    d = AttnFD(student, teacher, teacher_attention="checkpoint").train()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    assert not teacher.training and student.training
+    logits, terms = d(torch.randn(2, 3, 48, 48))
+    (logits.mean() + sum(terms.values())).backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert student.backbone.cbam.ChannelGate.mlp[1].weight.grad is not None  # student CBAM trains
+    assert d.connectors["aspp"][0].weight.grad is not None
+
+
+def test_teacher_train_mode_reproduces_the_reference_drift():
+    student, teacher = tiny_pair()
+    d = AttnFD(student, teacher, teacher_train_mode=True).train()
+    before = teacher.backbone.bn1.running_mean.clone()
+    d(torch.randn(2, 3, 48, 48))
+    assert teacher.training and not torch.equal(teacher.backbone.bn1.running_mean, before)
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_warmup_trains_only_the_connectors():
+    student, teacher = tiny_pair()
+    d = AttnFD(student, teacher).train()
+    logits, terms = d(torch.randn(2, 3, 48, 48), warmup=True)
+    assert not logits.requires_grad
+    sum(terms.values()).backward()
+    assert all(p.grad is None for p in student.parameters())
+    assert all(p.grad is not None for p in d.extra_modules().parameters())
+
+
+def test_build_distiller_registry():
+    student, teacher = tiny_pair()
+    args = argparse.Namespace(attn_lambda=0.5, teacher_attention="parameter-free", attn_norm="channel",
+                              teacher_train_mode=False)
+    d = build_distiller("attnfd", student, teacher, args)
+    assert d.attn_lambda == 0.5 and d.normalization == "channel"
+    assert sum(p.numel() for p in d.teacher_attention.parameters()) == 0
+    with pytest.raises(ValueError, match="--method 'kd'"):
+        build_distiller("kd", student, teacher, args)
+
+
+def test_ce_is_divided_by_the_batch_and_focal_matches_its_formula():
+    torch.manual_seed(0)
+    logit = torch.randn(4, 3, 5, 5)
+    target = torch.randint(0, 3, (4, 5, 5))
+    target[0, 0] = 255
+    ce = SegmentationLosses().build_loss("ce")(logit, target)
+    valid = target != 255
+    logp = logit.log_softmax(1).permute(0, 2, 3, 1)[valid]
+    manual = -logp[torch.arange(len(logp)), target[valid]].mean() / 4
+    assert ce.item() == pytest.approx(manual.item(), rel=1e-5)
+    focal = SegmentationLosses().build_loss("focal")(logit, target)
+    pt = torch.exp(-manual * 4)
+    assert focal.item() == pytest.approx((-((1 - pt) ** 2) * 0.5 * (-manual * 4) / 4).item(), rel=1e-5)
+
+
+def test_poly_schedule_sets_lr_every_iteration_with_10x_head():
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD([{"params": [model.weight], "lr": 0.01}, {"params": [model.bias], "lr": 0.1}], lr=0.01)
+    sched = LRSchedule("poly", num_epochs=2, iters_per_epoch=5)
+    sched(opt, 3, 1)  # T = 8 of N = 10
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01 * (1 - 8 / 10) ** 0.9)
+    assert opt.param_groups[1]["lr"] == pytest.approx(10 * opt.param_groups[0]["lr"])
+    cos = LRSchedule("cos", 2, 5)
+    assert cos.factor(1, 0) == pytest.approx(0.5)
+    step = LRSchedule("step", 9, 5)
+    assert step.factor(3, 0) == pytest.approx(0.1) and step.factor(2, 4) == 1
+
+
+def test_evaluator_metrics_by_hand():
+    ev = Evaluator(3)
+    gt = torch.tensor([[0, 0, 1, 1], [2, 2, 255, 1]])
+    pred = torch.tensor([[0, 1, 1, 1], [2, 0, 2, 1]])
+    ev.add_batch(gt, pred)
+    r = ev.results()
+    # confusion: 0->{0:1,1:1}, 1->{1:3}, 2->{2:1,0:1}; 255 skipped
+    assert r["Acc"] == pytest.approx(5 / 7)
+    assert r["IoU"] == pytest.approx([1 / 3, 3 / 4, 1 / 2])
+    assert r["mIoU"] == pytest.approx((1 / 3 + 3 / 4 + 1 / 2) / 3)
+    assert r["Acc_class"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
+    assert r["fwIoU"] == pytest.approx(2 / 7 * 1 / 3 + 3 / 7 * 3 / 4 + 2 / 7 * 1 / 2)
