@@ -35,7 +35,7 @@ class DeepLab(nn.Module):
         self.backbone = build_backbone(backbone, output_stride, pretrained_backbone)
         self.aspp = ASPP(self.backbone.out_channels, output_stride)
         self.decoder = Decoder(num_classes, self.backbone.low_level_channels)
-        self.freeze_bn = freeze_bn
+        self.bn_frozen = freeze_bn
 
     @property
     def tap_channels(self):
@@ -65,10 +65,14 @@ class DeepLab(nn.Module):
     def forward(self, x):
         return self.forward_features(x).logits
 
+    def freeze_bn(self):
+        """Keep every BatchNorm in eval mode (running statistics fixed) from now on, also in train()."""
+        self.bn_frozen = True
+        return self.train(self.training)
+
     def train(self, mode=True):
-        """``freeze_bn`` keeps every BatchNorm in eval mode (running stats fixed) while training."""
         super().train(mode)
-        if mode and self.freeze_bn:
+        if mode and self.bn_frozen:
             for m in self.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()

@@ -221,3 +221,22 @@ def test_decode_segmap_uses_the_voc_palette():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert decode_segmap(np.array([[0, 18]]), "cityscapes")[0, 1].tolist() == [119, 11, 32]
+
+
+def test_balanced_class_weights_are_computed_once_and_cached(tmp_path, monkeypatch):
+    from utils.calculate_weights import calculate_weights_labels
+
+    root = tmp_path / "VOC2012"
+    make_voc(root, ["a", "b"], ["c"])
+    monkeypatch.setenv("ATTNFD_PASCAL_ROOT", str(root))
+    ds = build_dataset(args_for("pascal"), "train")
+    cache = tmp_path / "pascal_classes_weights.npy"
+    w = calculate_weights_labels(ds, 21, str(cache))
+    # a: columns < 28 are class 1, the rest 0 (rows 0-1 are void); b: class 2 likewise
+    valid = 38 * 56
+    freq = np.zeros(21)
+    freq[0], freq[1], freq[2] = valid, valid / 2, valid / 2
+    np.testing.assert_allclose(w, 1 / np.log(1.02 + freq / freq.sum()))
+    assert cache.is_file()
+    os.remove(root / "SegmentationClass" / "a.png")  # the cache is used: labels are not read again
+    np.testing.assert_allclose(calculate_weights_labels(ds, 21, str(cache)), w)

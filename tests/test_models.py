@@ -152,6 +152,8 @@ def test_freeze_bn_keeps_running_stats():
     model(torch.randn(2, 3, 48, 48))
     assert torch.equal(model.backbone.bn1.running_mean, before)
     assert model.aspp.dropout.training
+    later = DeepLab(backbone="resnet18").train().freeze_bn()
+    assert not later.backbone.bn1.training and later.train().decoder.last_conv[1].training is False
 
 
 def test_offline_imagenet_weights_give_a_clear_error(tmp_path, monkeypatch):

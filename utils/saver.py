@@ -17,27 +17,25 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names it."""
 
 
-def save_atomic(obj, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pth")
+def _atomic(path, write):
+    """Write ``path`` through ``write(tmp)`` on a temporary file in the same folder, then os.replace."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix="tmp-",
+                               suffix="-" + os.path.basename(path))
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
+def save_atomic(obj, path):
+    _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
 def copy_atomic(src, dst):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dst)), prefix=".tmp-")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    _atomic(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def load_file(path, flag="--resume"):
