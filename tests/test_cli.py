@@ -138,3 +138,17 @@ def test_bad_input_is_one_line_and_loses_nothing(work, tmp_path):
     p = run("train.py", "--backbone", "resnet18", *args, env=offline, cwd=tmp_path, check=False)
     assert p.returncode == 2 and "resnet18-f37072fd.pth" in p.stderr and "--no-pretrained" in p.stderr
     assert "Traceback" not in p.stderr and not (tmp_path / "run").exists()
+
+
+def test_xception_lineage_teacher_gets_parameter_free_attention(work, tmp_path):
+    _, env = work
+    from modeling import DeepLab
+
+    sd = {k: v for k, v in DeepLab(num_classes=7, backbone="resnet18").state_dict().items() if ".cbam." not in k}
+    torch.save({"state_dict": sd, "epoch": 50}, tmp_path / "deeplab-resnet.pth.tar")
+    kd = ["--teacher_path", str(tmp_path / "deeplab-resnet.pth.tar"), "--teacher-backbone", "resnet18", "--epochs", "1",
+          *COMMON]
+    p = run("train_kd.py", *kd, env=env, cwd=tmp_path)
+    assert "teacher attention: parameter-free (the checkpoint has no CBAM weights" in p.stdout
+    p = run("train_kd.py", *kd, "--teacher-attention", "checkpoint", env=env, cwd=tmp_path, check=False)
+    assert p.returncode == 2 and "has no CBAM weights" in p.stderr and "--teacher-attention parameter-free" in p.stderr

@@ -67,6 +67,12 @@ def test_voc_loader_labels_splits_and_workers(tmp_path, monkeypatch):
     assert np.array_equal(samples[0]["label"][0].numpy(), expected)
 
 
+def test_voc_root_may_be_the_folder_above_voc2012(tmp_path, monkeypatch):
+    make_voc(tmp_path / "VOCdevkit" / "VOC2012", ["a"], ["b"])
+    monkeypatch.setenv("ATTNFD_PASCAL_ROOT", str(tmp_path))
+    assert len(build_dataset(args_for("pascal"), "val")) == 1
+
+
 def test_val_resizes_short_side_to_crop_size(tmp_path, monkeypatch):
     root = tmp_path / "VOC2012"
     make_voc(root, ["a"], ["b"], h=30, w=45)

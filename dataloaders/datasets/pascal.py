@@ -46,8 +46,17 @@ def read_class_names(root, default):
     return tuple(names)
 
 
+def find_voc_root(root):
+    """Accept VOCdevkit/VOC2012 itself, or a folder above it (torchvision's VOC root)."""
+    for candidate in (root, os.path.join(root, "VOC2012"), os.path.join(root, "VOCdevkit", "VOC2012")):
+        if os.path.isdir(os.path.join(candidate, "JPEGImages")):
+            return candidate
+    return root
+
+
 def voc_dataset(root, split, transform, use_sbd=False, sbd_root=None, name="pascal"):
     """VOC ``split``; with ``use_sbd`` the train set is VOC train + SBD train+val minus VOC val."""
+    root = find_voc_root(root)
     classes = read_class_names(root, VOC_CLASSES)
     ids = voc_ids(root, split, name)
     pairs = voc_pairs(root, ids)
