@@ -75,11 +75,12 @@ def main_demo(d):
                                         "--checkname", "demo-attnfd", "--teacher_path", teacher_ckpt,
                                         "--attn_lambda", str(d.attn_lambda), *common], kd=True)
 
-    results = {name: {"best_mIoU": t.best_pred, "final_mIoU": t.history[-1]["val"]["mIoU"],
-                      "params_M": num_params(t.model, attention=False) / 1e6, "time_s": secs,
-                      "epochs": t.args.epochs, "run": t.saver.experiment_dir,
-                      "curve": [h["val"]["mIoU"] for h in t.history if "val" in h]}
-               for name, (t, secs) in runs.items()}
+    results = {}
+    for name, (t, secs) in runs.items():
+        curve = [(h["epoch"] + 1, h["val"]["mIoU"]) for h in t.history if "val" in h]
+        results[name] = {"best_mIoU": t.best_pred, "final_mIoU": curve[-1][1] if curve else float("nan"),
+                         "params_M": num_params(t.model, attention=False) / 1e6, "time_s": secs,
+                         "epochs": t.args.epochs, "run": t.saver.experiment_dir, "curve": curve}
     print(f"\n{'model':<22} {'best mIoU':>9} {'final mIoU':>10} {'params':>8} {'time':>7}")
     for name, r in results.items():
         print(f"{name:<22} {100 * r['best_mIoU']:9.2f} {100 * r['final_mIoU']:10.2f} {r['params_M']:7.2f}M "
@@ -89,9 +90,7 @@ def main_demo(d):
 
     plt.figure(figsize=(6, 4))
     for name, r in results.items():
-        step = r["epochs"] / max(len(r["curve"]), 1)
-        epochs = [step * (k + 1) for k in range(len(r["curve"]))]
-        plt.plot(epochs, [100 * v for v in r["curve"]], marker="o", ms=3, label=name)
+        plt.plot([e for e, _ in r["curve"]], [100 * v for _, v in r["curve"]], marker="o", ms=3, label=name)
     plt.xlabel("epoch")
     plt.ylabel("val mIoU (%)")
     plt.title("AttnFD demo on synthetic data")

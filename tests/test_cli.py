@@ -152,3 +152,17 @@ def test_xception_lineage_teacher_gets_parameter_free_attention(work, tmp_path):
     assert "teacher attention: parameter-free (the checkpoint has no CBAM weights" in p.stdout
     p = run("train_kd.py", *kd, "--teacher-attention", "checkpoint", env=env, cwd=tmp_path, check=False)
     assert p.returncode == 2 and "has no CBAM weights" in p.stderr and "--teacher-attention parameter-free" in p.stderr
+
+
+def test_demo_runs_end_to_end_on_a_tiny_budget(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    p = run("demo.py", "--out", str(tmp_path / "demo"), "--n-train", "8", "--n-val", "2", "--size", "48",
+            "--teacher-epochs", "1", "--student-epochs", "2", "--teacher-eval-interval", "1", "--workers", "0",
+            "--no-cuda", env=env, cwd=tmp_path)
+    assert "teacher (ResNet-101)" in p.stdout and "AttnFD (ResNet-18)" in p.stdout
+    results = json.loads((tmp_path / "demo" / "demo_results.json").read_text())["results"]
+    assert set(results) == {"teacher (ResNet-101)", "baseline (ResNet-18)", "AttnFD (ResNet-18)"}
+    assert round(results["baseline (ResNet-18)"]["params_M"], 2) == 16.6
+    assert len(results["AttnFD (ResNet-18)"]["curve"]) == 2
+    for name in ("demo_curves.png", "demo_predictions.png"):
+        assert (tmp_path / "demo" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
