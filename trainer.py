@@ -150,7 +150,7 @@ class Trainer:
         opt = dict(momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov)
         groups = self.model.param_groups(args.lr)
         extra = list(self.distiller.extra_modules().parameters()) if self.distiller is not None else []
-        if extra and not (args.warmup and not self.distiller.train_extra_after_warmup):
+        if extra and (not args.warmup or self.distiller.train_extra_after_warmup):
             groups.append({"params": extra, "lr": args.lr})  # no warm-up: connectors train with the student
         self.optimizer = torch.optim.SGD(groups, lr=args.lr, **opt)
         # reference: epoch 0 trains only the connectors, one group at the base lr, same schedule
