@@ -235,7 +235,7 @@ class Trainer:
 
     def training(self, epoch):
         args = self.args
-        warmup = self.distiller is not None and self.warmup_optimizer is not None and epoch == 0
+        warmup = self.warmup_optimizer is not None and epoch == 0
         optimizer = self.warmup_optimizer if warmup else self.optimizer
         self.net.train()
         totals, n = {}, 0
@@ -251,16 +251,17 @@ class Trainer:
             else:
                 output, terms = self.net(image), {}
             ce = self.criterion(output, target)
-            loss = ce + sum(terms.values())
+            distill = sum(terms.values())
+            loss = ce + distill
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
 
-            logged = {"total_loss_iter": loss.detach(), "ce": ce.detach(), **{k: v.detach() for k, v in terms.items()}}
+            logged = {"total_loss_iter": loss, "ce": ce, **terms}
             if terms:
-                logged[f"{args.method}/total"] = sum(terms.values()).detach()
-            for k, v in logged.items():
-                v = float(v)
+                logged[f"{args.method}/total"] = distill
+            values = torch.stack([v.detach() for v in logged.values()]).tolist()  # one device sync
+            for k, v in zip(logged, values):
                 totals[k] = totals.get(k, 0.0) + v
                 self.writer.add_scalar(f"train/{k}", v, T)
             self.writer.add_scalar("train/lr", lr, T)

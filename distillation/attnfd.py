@@ -50,7 +50,6 @@ class AttnFD(Distiller):
             self.teacher_attention = nn.ModuleDict({tap: CBAM(t_ch[tap], learned=False) for tap in TAPS})
         else:
             raise ValueError(f"teacher_attention must be 'checkpoint' or 'parameter-free', got {teacher_attention!r}")
-        self.teacher_attention_mode = teacher_attention
 
     def extra_modules(self):
         return nn.ModuleList(self.connectors.values())
