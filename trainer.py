@@ -89,6 +89,12 @@ def get_args_parser(kd=False):
                        help="skip the epoch-0 connector warm-up; connectors then train with the student")
         p.add_argument("--teacher-train-mode", action="store_true",
                        help="reproduce the reference: teacher in train mode (batch-stat BN, decoder dropout)")
+        p.add_argument("--distill-aspp-dropout", action="store_true",
+                       help="keep the ASPP Dropout(0.5) in the distillation forward (the reference's extract_feature "
+                            "skips it for teacher and student; plain train.py keeps it)")
+        p.add_argument("--student-cbam-mlp", default="train", choices=["train", "frozen"],
+                       help="the student's CBAM channel-gate MLP (Linear layers): trained with its part, or frozen "
+                            "at init as in the reference, whose optimizer collects only Conv2d/BN parameters")
     return p
 
 
@@ -148,7 +154,7 @@ class Trainer:
             print("note: --sync-bn has no effect in a single process (it applies under torch.distributed)")
 
         opt = dict(momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov)
-        groups = self.model.param_groups(args.lr)
+        groups = self.model.param_groups(args.lr, attention_mlp=not (args.kd and args.student_cbam_mlp == "frozen"))
         extra = list(self.distiller.extra_modules().parameters()) if self.distiller is not None else []
         if extra and (not args.warmup or self.distiller.train_extra_after_warmup):
             groups.append({"params": extra, "lr": args.lr})  # no warm-up: connectors train with the student

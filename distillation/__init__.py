@@ -5,7 +5,8 @@ from .base import Distiller
 
 def _attnfd(student, teacher, args):
     return AttnFD(student, teacher, attn_lambda=args.attn_lambda, teacher_attention=args.teacher_attention,
-                  normalization=args.attn_norm, teacher_train_mode=args.teacher_train_mode)
+                  normalization=args.attn_norm, teacher_train_mode=args.teacher_train_mode,
+                  aspp_dropout=args.distill_aspp_dropout)
 
 
 DISTILLERS = {"attnfd": _attnfd}

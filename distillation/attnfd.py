@@ -39,8 +39,8 @@ def build_connector(s_channels, t_channels):
 
 class AttnFD(Distiller):
     def __init__(self, student, teacher, attn_lambda=2.0, teacher_attention="checkpoint",
-                 normalization="global", teacher_train_mode=False):
-        super().__init__(student, teacher, teacher_train_mode)
+                 normalization="global", teacher_train_mode=False, aspp_dropout=False):
+        super().__init__(student, teacher, teacher_train_mode, aspp_dropout)
         self.attn_lambda, self.normalization = attn_lambda, normalization
         s_ch, t_ch = student.tap_channels, teacher.tap_channels
         self.connectors = nn.ModuleDict({tap: build_connector(s_ch[tap], t_ch[tap]) for tap in TAPS})
@@ -64,7 +64,7 @@ class AttnFD(Distiller):
         with torch.no_grad():
             t_att = {tap: self.teacher_attention[tap](t.taps[tap]) for tap in TAPS}
         with torch.set_grad_enabled(torch.is_grad_enabled() and not warmup):
-            s = self.student.forward_features(images)
+            s = self.student_features(images)
             s_attention = self.student.attention()
             s_att = {tap: s_attention[tap](s.taps[tap]) for tap in TAPS}
         losses = {f"attnfd/{tap}": self.attn_lambda * attnfd_loss(self.connectors[tap](s_att[tap]), t_att[tap],

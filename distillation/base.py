@@ -12,10 +12,11 @@ import torch.nn as nn
 class Distiller(nn.Module):
     train_extra_after_warmup = False
 
-    def __init__(self, student, teacher, teacher_train_mode=False):
+    def __init__(self, student, teacher, teacher_train_mode=False, aspp_dropout=False):
         super().__init__()
         self.student, self.teacher = student, teacher
         self.teacher_train_mode = teacher_train_mode
+        self.aspp_dropout = aspp_dropout  # reference: no ASPP dropout in the distillation forward
         for p in teacher.parameters():
             p.requires_grad_(False)
 
@@ -31,7 +32,10 @@ class Distiller(nn.Module):
 
     @torch.no_grad()
     def teacher_features(self, images):
-        return self.teacher.forward_features(images, logits=False)
+        return self.teacher.forward_features(images, logits=False, aspp_dropout=self.aspp_dropout)
+
+    def student_features(self, images):
+        return self.student.forward_features(images, aspp_dropout=self.aspp_dropout)
 
     def forward(self, images, warmup=False):
         raise NotImplementedError

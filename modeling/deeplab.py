@@ -45,8 +45,13 @@ class DeepLab(nn.Module):
         """The model's own CBAM modules, by tap name."""
         return {"backbone": self.backbone.cbam, "aspp": self.aspp.cbam, "decoder": self.decoder.cbam}
 
-    def forward_features(self, x, logits=True):
-        """One forward pass returning logits (None if ``logits=False``), the taps and the stages."""
+    def forward_features(self, x, logits=True, aspp_dropout=True):
+        """One forward pass returning logits (None if ``logits=False``), the taps and the stages.
+
+        ``aspp_dropout=False`` skips the ASPP Dropout(0.5) between the ASPP tap and the decoder, as the
+        reference's distillation forward (``extract_feature``) does for teacher and student; plain
+        ``forward`` (training a baseline, validation) keeps it.  The decoder's dropouts always stay.
+        """
         size = x.shape[2:]
         stages = self.backbone(x)
         act = F.relu if self.backbone.stage_relu else (lambda t: t)
@@ -54,7 +59,9 @@ class DeepLab(nn.Module):
         taps = {"backbone": stages[-1]}
         x = act(refine["backbone"](taps["backbone"]))
         taps["aspp"] = self.aspp.tap(x)
-        x = self.aspp.dropout(refine["aspp"](taps["aspp"]))
+        x = refine["aspp"](taps["aspp"])
+        if aspp_dropout:
+            x = self.aspp.dropout(x)
         taps["decoder"] = self.decoder.tap(x, act(stages[0]))
         out = None
         if logits:
@@ -78,17 +85,18 @@ class DeepLab(nn.Module):
                     m.eval()
         return self
 
-    def param_groups(self, lr):
+    def param_groups(self, lr, attention_mlp=True):
         """Backbone (CBAM included) at ``lr``; ASPP + decoder (CBAM included) at 10x ``lr``.
 
-        The reference collects only Conv2d/BN parameters, so its CBAM Linear layers never train;
-        here every parameter of a part trains with that part.
+        The reference collects only Conv2d/BN parameters, so its CBAM Linear layers (the channel
+        gate's MLP) never train; here every parameter of a part trains with that part, unless
+        ``attention_mlp=False`` reproduces the reference (CBAM's spatial conv + BN still train).
         """
-        return [
-            {"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr": lr},
-            {"params": [p for m in (self.aspp, self.decoder) for p in m.parameters() if p.requires_grad],
-             "lr": lr * 10},
-        ]
+        def params(*parts):
+            return [p for m in parts for n, p in m.named_parameters()
+                    if p.requires_grad and (attention_mlp or ".ChannelGate.mlp." not in f".{n}")]
+
+        return [{"params": params(self.backbone), "lr": lr}, {"params": params(self.aspp, self.decoder), "lr": lr * 10}]
 
 
 def num_params(module, attention=True):

@@ -96,12 +96,49 @@ def test_warmup_trains_only_the_connectors():
     assert all(p.grad is not None for p in d.extra_modules().parameters())
 
 
+def count_calls(module):
+    calls = []
+    module.register_forward_hook(lambda *a: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("aspp_dropout", [False, True])
+def test_distillation_forward_skips_the_aspp_dropout_as_the_reference(aspp_dropout):
+    """Reference extract_feature: no ASPP Dropout(0.5) for teacher and student; plain forward keeps it."""
+    student, teacher = tiny_pair()
+    d = AttnFD(student, teacher, teacher_train_mode=True, aspp_dropout=aspp_dropout).train()
+    s_calls, t_calls = count_calls(student.aspp.dropout), count_calls(teacher.aspp.dropout)
+    decoder_calls = count_calls(student.decoder.last_conv[3])
+    x = torch.randn(2, 3, 48, 48)
+    d(x)
+    assert (len(s_calls), len(t_calls), len(decoder_calls)) == (int(aspp_dropout), int(aspp_dropout), 1)
+    student(x)  # the baseline's forward (train.py) keeps it
+    assert len(s_calls) == int(aspp_dropout) + 1
+    # without the ASPP dropout, the student's taps are deterministic given the decoder's dropout RNG
+    torch.manual_seed(3)
+    a = student.forward_features(x, aspp_dropout=aspp_dropout).taps["decoder"]
+    torch.manual_seed(3)
+    b = d.student_features(x).taps["decoder"]
+    torch.testing.assert_close(a, b)
+
+
+def test_frozen_student_cbam_mlp_leaves_the_linear_layers_out_as_the_reference():
+    student, _ = tiny_pair()
+    ids = lambda groups: {id(p) for g in groups for p in g["params"]}  # noqa: E731
+    mlp = {id(p) for m in student.attention().values() for p in m.ChannelGate.mlp.parameters()}
+    spatial = {id(p) for m in student.attention().values() for p in m.SpatialGate.parameters()}
+    full, frozen = ids(student.param_groups(0.1)), ids(student.param_groups(0.1, attention_mlp=False))
+    assert mlp and mlp <= full and not (mlp & frozen)
+    assert spatial <= frozen and full - frozen == mlp
+    assert len(full) == sum(1 for p in student.parameters())
+
+
 def test_build_distiller_registry():
     student, teacher = tiny_pair()
     args = argparse.Namespace(attn_lambda=0.5, teacher_attention="parameter-free", attn_norm="channel",
-                              teacher_train_mode=False)
+                              teacher_train_mode=False, distill_aspp_dropout=True)
     d = build_distiller("attnfd", student, teacher, args)
-    assert d.attn_lambda == 0.5 and d.normalization == "channel"
+    assert d.attn_lambda == 0.5 and d.normalization == "channel" and d.aspp_dropout
     assert sum(p.numel() for p in d.teacher_attention.parameters()) == 0
     with pytest.raises(ValueError, match="--method 'kd'"):
         build_distiller("kd", student, teacher, args)
