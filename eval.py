@@ -18,7 +18,7 @@ from tqdm import tqdm
 from dataloaders import DATASETS, build_dataset, class_names
 from dataloaders.datasets import DatasetError
 from dataloaders.utils import decode_segmap, denormalize
-from modeling import DeepLab, load_checkpoint
+from modeling import model_from_checkpoint
 from modeling.backbone import BACKBONES
 from trainer import one_line
 from utils.metrics import Evaluator
@@ -74,15 +74,11 @@ def save_visuals(directory, name, image, label, pred, dataset):
 def evaluate(args):
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
     ckpt = load_file(args.checkpoint, "--checkpoint")
-    saved = ckpt.get("args", {}) if isinstance(ckpt, dict) else {}
     data_args = argparse.Namespace(dataset=args.dataset, base_size=args.crop_size, crop_size=args.crop_size,
                                    use_sbd=False)
     dataset = build_dataset(data_args, args.split, full_res=args.full_res)
-    model = DeepLab(num_classes=dataset.num_classes, backbone=args.backbone or saved.get("backbone", "resnet101"),
-                    output_stride=args.out_stride or saved.get("out_stride", 16),
-                    attention_in_path=bool(saved.get("attention_in_path", False)))
     try:
-        load_checkpoint(model, ckpt)
+        model, _, _ = model_from_checkpoint(ckpt, args.backbone, args.out_stride, dataset.num_classes)
     except ValueError as e:
         raise CheckpointError(f"--checkpoint {args.checkpoint}: {e}") from None
     model.to(device).eval()

@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from dataloaders import DATASETS, class_names, make_data_loader
 from dataloaders.datasets import DatasetError
-from distillation import DISTILLERS, build_distiller
-from modeling import DeepLab, load_checkpoint, num_params
+from distillation import DISTILLERS, build_distiller, resolve_teacher_attention
+from modeling import DeepLab, load_checkpoint, model_from_checkpoint, num_params
 from modeling.backbone import BACKBONES
 from modeling.imagenet import MissingWeightsError
 from mypath import Path
@@ -194,24 +194,14 @@ class Trainer:
         t_args = ckpt.get("args", {}) if isinstance(ckpt, dict) else {}
         backbone = t_args.get("backbone", args.teacher_backbone)
         in_path = bool(t_args.get("attention_in_path", False))
-        self.teacher = DeepLab(num_classes=self.nclass, backbone=backbone, output_stride=args.out_stride,
-                               attention_in_path=in_path)
         try:
-            missing = load_checkpoint(self.teacher, ckpt)
+            self.teacher, missing, _ = model_from_checkpoint(ckpt, backbone, args.out_stride, self.nclass)
         except ValueError as e:
             raise CheckpointError(f"--teacher_path {args.teacher_path}: {e}") from None
-        mode, why = args.teacher_attention, "requested with --teacher-attention"
-        if mode == "auto":
-            if missing:
-                mode, why = "parameter-free", "the checkpoint has no CBAM weights (pytorch-deeplab-xception format)"
-            elif in_path:
-                mode, why = "checkpoint", "the teacher was trained with CBAM in its forward path"
-            else:
-                mode, why = "checkpoint", ("the checkpoint carries CBAM weights; as in the reference, they were "
-                                           "never trained by its forward pass")
-        elif mode == "checkpoint" and missing:
-            raise CheckpointError(f"--teacher-attention checkpoint: {args.teacher_path} has no CBAM weights "
-                                  f"({len(missing)} missing); use --teacher-attention parameter-free or auto")
+        try:
+            mode, why = resolve_teacher_attention(args.teacher_attention, missing, in_path)
+        except ValueError as e:
+            raise CheckpointError(f"--teacher-attention checkpoint: {args.teacher_path} {e}") from None
         args.teacher_attention = mode
         print(f"Teacher DeepLab({backbone}) from {args.teacher_path}: {num_params(self.teacher) / 1e6:.2f}M "
               f"parameters; teacher attention: {mode} ({why}); teacher mode: "

@@ -80,8 +80,16 @@ def make_sample(rng, size=96, min_objects=2, max_objects=4, radius=(0.14, 0.28))
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
-def generate(out, n_train=160, n_val=40, size=64, seed=0):
+DIFFICULTIES = {  # objects per image (min, max) and radius as a fraction of the image side
+    "easy": {"min_objects": 2, "max_objects": 4, "radius": (0.14, 0.28)},  # the demo's task
+    "hard": {"min_objects": 3, "max_objects": 7, "radius": (0.08, 0.18)},  # smaller, more crowded objects
+}
+
+
+def generate(out, n_train=160, n_val=40, size=64, seed=0, difficulty="easy"):
     """Write the dataset under ``out/VOC2012``; return that root."""
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}")
     root = os.path.join(out, "VOC2012")
     for d in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
         os.makedirs(os.path.join(root, d), exist_ok=True)
@@ -91,7 +99,7 @@ def generate(out, n_train=160, n_val=40, size=64, seed=0):
     for i in range(n_train + n_val):
         split = "train" if i < n_train else "val"
         name = f"synth_{i:05d}"
-        image, label = make_sample(rng, size)
+        image, label = make_sample(rng, size, **DIFFICULTIES[difficulty])
         Image.fromarray(image).save(os.path.join(root, "JPEGImages", name + ".jpg"), quality=92)
         png = Image.fromarray(label, mode="P")
         png.putpalette(palette)
@@ -112,9 +120,11 @@ def get_args_parser():
     p.add_argument("--n-val", type=int, default=40)
     p.add_argument("--size", type=int, default=64, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--difficulty", default="easy", choices=sorted(DIFFICULTIES),
+                   help="easy: the demo's task; hard: smaller, more crowded objects")
     return p
 
 
 if __name__ == "__main__":
     a = get_args_parser().parse_args()
-    print(generate(a.out, a.n_train, a.n_val, a.size, a.seed))
+    print(generate(a.out, a.n_train, a.n_val, a.size, a.seed, a.difficulty))

@@ -1,5 +1,5 @@
 """Registry of distillation methods: name -> builder(student, teacher, args) -> Distiller."""
-from .attnfd import AttnFD, attnfd_loss, build_connector
+from .attnfd import AttnFD, attnfd_loss, build_connector, resolve_teacher_attention
 from .base import Distiller
 
 
@@ -18,4 +18,5 @@ def build_distiller(name, student, teacher, args):
     return DISTILLERS[name](student, teacher, args)
 
 
-__all__ = ["AttnFD", "DISTILLERS", "Distiller", "attnfd_loss", "build_connector", "build_distiller"]
+__all__ = ["AttnFD", "DISTILLERS", "Distiller", "attnfd_loss", "build_connector", "build_distiller",
+           "resolve_teacher_attention"]

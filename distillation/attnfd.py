@@ -29,6 +29,24 @@ def attnfd_loss(s, t, normalization="global"):
     return (s - t).pow(2).sum() / s.shape[0]
 
 
+def resolve_teacher_attention(mode, missing, in_path=False):
+    """``--teacher-attention auto|checkpoint|parameter-free`` -> (mode, reason) for a teacher checkpoint
+    that lacks the CBAM keys ``missing`` and was (``in_path``) or was not trained with CBAM in its path."""
+    if mode == "auto":
+        if missing:
+            return "parameter-free", "the checkpoint has no CBAM weights (pytorch-deeplab-xception format)"
+        if in_path:
+            return "checkpoint", "the teacher was trained with CBAM in its forward path"
+        return "checkpoint", "the checkpoint carries CBAM weights; as in the reference, they were never trained by " \
+                             "its forward pass"
+    if mode == "checkpoint" and missing:
+        raise ValueError(f"has no CBAM weights ({len(missing)} missing); "
+                         "use --teacher-attention parameter-free or auto")
+    if mode not in ("checkpoint", "parameter-free"):
+        raise ValueError(f"--teacher-attention must be auto, checkpoint or parameter-free, got {mode!r}")
+    return mode, "requested with --teacher-attention"
+
+
 def build_connector(s_channels, t_channels):
     """conv1x1 (no bias) + BN; conv ~ N(0, sqrt(2 / (k*k*out))), BN weight 1, bias 0 (reference)."""
     conv = nn.Conv2d(s_channels, t_channels, kernel_size=1, bias=False)

@@ -1,4 +1,4 @@
 from .cbam import CBAM
-from .deeplab import TAPS, DeepLab, Features, load_checkpoint, num_params
+from .deeplab import TAPS, DeepLab, Features, load_checkpoint, model_from_checkpoint, num_params
 
-__all__ = ["CBAM", "DeepLab", "Features", "TAPS", "load_checkpoint", "num_params"]
+__all__ = ["CBAM", "DeepLab", "Features", "TAPS", "load_checkpoint", "model_from_checkpoint", "num_params"]

@@ -45,13 +45,14 @@ class SpatialGate(nn.Module):
         super().__init__()
         self.spatial = SpatialConv() if learned else None
 
-    def forward(self, x):
+    def attention(self, x):
+        """The spatial attention map, B x 1 x H x W in (0, 1)."""
         pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-        if self.spatial is None:
-            att = pooled.sum(dim=1, keepdim=True)
-        else:
-            att = self.spatial(pooled)
-        return x * torch.sigmoid(att)
+        att = pooled.sum(dim=1, keepdim=True) if self.spatial is None else self.spatial(pooled)
+        return torch.sigmoid(att)
+
+    def forward(self, x):
+        return x * self.attention(x)
 
 
 class CBAM(nn.Module):
@@ -64,6 +65,10 @@ class CBAM(nn.Module):
 
     def forward(self, x):
         return self.SpatialGate(self.ChannelGate(x))
+
+    def spatial_attention(self, x):
+        """The spatial gate's map (computed after the channel gate, as in forward), B x 1 x H x W."""
+        return self.SpatialGate.attention(self.ChannelGate(x))
 
     def extra_repr(self):
         return f"channels={self.channels}, learned={self.learned}"

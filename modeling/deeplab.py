@@ -114,6 +114,26 @@ def _unwrap(state):
     return state
 
 
+def model_from_checkpoint(checkpoint, backbone=None, output_stride=None, num_classes=None):
+    """The one way to rebuild a DeepLab from a checkpoint dict (as read by ``utils.saver.load_file``).
+
+    Backbone, output stride and ``attention_in_path`` come from the ``args`` the checkpoint records
+    (arguments given here win; published checkpoints record none: resnet101, OS 16); the class count
+    from the classifier's weight.  Returns ``(model, missing_attention_keys, recorded_args)``.
+    """
+    saved = checkpoint.get("args", {}) if isinstance(checkpoint, dict) else {}
+    state = _unwrap(checkpoint)
+    if num_classes is None:
+        weight = state.get("decoder.last_conv.8.weight")
+        if weight is None:
+            raise ValueError("checkpoint has no classifier weight decoder.last_conv.8.weight; is it a DeepLab?")
+        num_classes = weight.shape[0]
+    model = DeepLab(num_classes=num_classes, backbone=backbone or saved.get("backbone", "resnet101"),
+                    output_stride=output_stride or saved.get("out_stride", 16),
+                    attention_in_path=bool(saved.get("attention_in_path", False)))
+    return model, load_checkpoint(model, state), saved
+
+
 def load_checkpoint(model, checkpoint, map_location="cpu"):
     """Load a DeepLab checkpoint (path or dict) into ``model``; return the attention keys it lacked.
 

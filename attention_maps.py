@@ -1,0 +1,148 @@
+"""What AttnFD matches, as pictures (the paper's attention figure):
+
+    python attention_maps.py --student STUDENT.pth.tar --teacher TEACHER.pth.tar --input FILE|DIR --output DIR
+
+For every image, ``DIR/<stem>.png`` shows the image, then for each tap (backbone, ASPP, decoder) the
+teacher's and the student's CBAM spatial attention side by side, resized to the image, with one
+colour bar per tap (teacher and student share its scale).  Backbones, output stride and whether CBAM
+sits in a model's forward path are read from each checkpoint; the teacher's attention (its
+checkpoint CBAM or the parameter-free gates) is the one the student was distilled with, as recorded
+in the student checkpoint (``--teacher-attention`` overrides it).
+"""
+import argparse
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import torchvision.transforms.v2 as T  # noqa: E402
+from PIL import Image, UnidentifiedImageError  # noqa: E402
+
+from dataloaders.transforms import MEAN, STD  # noqa: E402
+from distillation import resolve_teacher_attention  # noqa: E402
+from modeling import CBAM, TAPS, model_from_checkpoint  # noqa: E402
+from utils.saver import CheckpointError, load_file  # noqa: E402
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description="Teacher and student spatial attention at the AttnFD taps",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--student", required=True, help="student checkpoint written by train_kd.py")
+    p.add_argument("--teacher", required=True, help="teacher checkpoint (the one the student was distilled from)")
+    p.add_argument("--input", required=True, help="an image file or a folder of images")
+    p.add_argument("--output", required=True, help="folder for <stem>.png")
+    p.add_argument("--size", type=int, default=None,
+                   help="resize the short side to this (default: the student's recorded --crop-size; 0 keeps it)")
+    p.add_argument("--teacher-attention", default=None, choices=["auto", "checkpoint", "parameter-free"],
+                   help="default: as recorded in the student checkpoint, else auto")
+    p.add_argument("--no-cuda", action="store_true")
+    return p
+
+
+def list_images(path):
+    if os.path.isfile(path):
+        return [path]
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if files:
+            return files
+        raise FileNotFoundError(f"--input {path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+    raise FileNotFoundError(f"--input {path}: no such file or folder")
+
+
+def load_model(path, flag):
+    ckpt = load_file(path, flag)
+    try:
+        model, missing, saved = model_from_checkpoint(ckpt)
+    except ValueError as e:
+        raise CheckpointError(f"{flag} {path}: {e}") from None
+    return model.eval(), missing, saved
+
+
+def load_image(path, size):
+    try:
+        with Image.open(path) as im:
+            image = T.functional.pil_to_tensor(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise FileNotFoundError(f"--input {path}: cannot read the image ({e})") from None
+    if size:
+        image = T.functional.resize(image, size, antialias=True)
+    x = T.functional.normalize(T.functional.to_dtype(image, torch.float32, scale=True), MEAN, STD)
+    return image.permute(1, 2, 0).numpy(), x[None]
+
+
+@torch.no_grad()
+def spatial_maps(model, attention, x):
+    """{tap: H x W spatial attention of ``attention[tap]`` on the model's tap, resized to the input}."""
+    taps = model.forward_features(x, logits=False).taps
+    return {tap: F.interpolate(attention[tap].spatial_attention(taps[tap]), size=x.shape[2:], mode="bilinear",
+                               align_corners=True)[0, 0].cpu().numpy() for tap in TAPS}
+
+
+def draw(path, image, teacher, student, names):
+    fig, axes = plt.subplots(1, 1 + 2 * len(TAPS), figsize=(2.2 * (1 + 2 * len(TAPS)) + 1.5, 2.8))
+    axes[0].imshow(image)
+    axes[0].set_title("image", fontsize=9)
+    for i, tap in enumerate(TAPS):
+        lo = min(teacher[tap].min(), student[tap].min())
+        hi = max(teacher[tap].max(), student[tap].max(), lo + 1e-6)
+        pair = axes[1 + 2 * i: 3 + 2 * i]
+        for ax, maps, who in zip(pair, (teacher, student), names):
+            im = ax.imshow(maps[tap], cmap="jet", vmin=lo, vmax=hi)
+            ax.set_title(f"{tap}\n{who}", fontsize=8)
+        fig.colorbar(im, ax=list(pair), fraction=0.046, pad=0.02)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def run(args):
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
+    images = list_images(args.input)
+    student, _, s_args = load_model(args.student, "--student")
+    teacher, missing, t_args = load_model(args.teacher, "--teacher")
+    if not s_args.get("kd", False):
+        print(f"note: {args.student} was not written by train_kd.py; its CBAM was never trained by distillation")
+    requested = args.teacher_attention or s_args.get("teacher_attention") or "auto"
+    try:
+        mode, why = resolve_teacher_attention(requested, missing, bool(t_args.get("attention_in_path", False)))
+    except ValueError as e:
+        raise CheckpointError(f"--teacher {args.teacher} {e}") from None
+    t_attention = teacher.attention() if mode == "checkpoint" else \
+        {tap: CBAM(c, learned=False) for tap, c in teacher.tap_channels.items()}
+    print(f"teacher attention: {mode} ({why})")
+    student.to(device)
+    teacher.to(device)
+    size = s_args.get("crop_size", 513) if args.size is None else args.size
+    os.makedirs(args.output, exist_ok=True)
+    names = (f"teacher ({teacher.backbone_name})", f"student ({student.backbone_name})")
+    written = []
+    for path in images:
+        picture, x = load_image(path, size)
+        x = x.to(device)
+        out = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
+        draw(out, picture, spatial_maps(teacher, t_attention, x), spatial_maps(student, student.attention(), x),
+             names)
+        written.append(out)
+    print(f"Wrote {len(written)} picture(s) to {args.output}")
+    return written
+
+
+def main(args):
+    try:
+        return run(args)
+    except (CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

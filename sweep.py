@@ -1,0 +1,260 @@
+"""Run a grid of training runs x seeds and write the results table, e.g.
+
+    python sweep.py --out sweeps/demo --seeds 1 2 3 4 5 --jobs 2 \\
+        --run baseline "train.py --backbone resnet18" \\
+        --run attnfd "train_kd.py --backbone resnet18 --teacher_path T.pth.tar" \\
+        -- --dataset synthetic --epochs 20 --no-pretrained
+
+Each (run, seed) trains in ``DIR/runs/<NAME>/seed<S>`` (``--run-dir``, ``--seed`` set here; COMMON
+ARGS follow the run's own) with its log in ``DIR/logs/<NAME>-seed<S>.log``.  The outcome is
+``DIR/results.json`` (``{"runs": {NAME: {"<seed>": best val mIoU}}, "commands": ..., "failed": ...}``),
+``DIR/results.md`` (per run: n, mean ± std, per seed, and against the first run the mean paired
+difference and the seeds won) and ``DIR/results.png``.  The files are rewritten after every run,
+so a sweep in progress can be read.  A finished run is skipped when the same command is run again;
+a failed run is reported as failed and retried.
+"""
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from tqdm import tqdm
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+SCRIPTS = ("train.py", "train_kd.py")
+RESERVED = ("--seed", "--run-dir")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(
+        description="Runs x seeds -> results table. Usage: python sweep.py --out DIR --seeds 1 2 3 "
+                    "--run NAME \"SCRIPT ARGS\" [--run ...] -- COMMON ARGS",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", required=True, help="sweep folder (runs, logs, results.*)")
+    p.add_argument("--seeds", type=int, nargs="+", required=True)
+    p.add_argument("--run", nargs=2, action="append", required=True, metavar=("NAME", "SCRIPT ARGS"),
+                   help="a row of the table: a name and 'train.py ...' or 'train_kd.py ...'; the first is the "
+                        "reference the others are compared with")
+    p.add_argument("--jobs", type=int, default=1, help="trainings at once (they share the GPU, or split the CPU "
+                                                       "threads when OMP_NUM_THREADS is not set)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    return p
+
+
+def parse(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    common = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, common = argv[:i], argv[i + 1:]
+    args = get_args_parser().parse_args(argv)
+    args.common = common
+    names = [n for n, _ in args.run]
+    for name, command in args.run:
+        if not NAME.match(name):
+            raise SystemExit(f"error: --run name {name!r}: use letters, digits and . _ + - (it names a folder)")
+        words = shlex.split(command)
+        if not words or os.path.basename(words[0]) not in SCRIPTS:
+            raise SystemExit(f"error: --run {name}: the command must start with train.py or train_kd.py, "
+                             f"got {command!r}")
+    if len(set(names)) != len(names):
+        raise SystemExit("error: --run names must be unique")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise SystemExit("error: --seeds must be unique")
+    for flag in RESERVED:
+        if any(w == flag or w.startswith(flag + "=") for _, c in args.run for w in shlex.split(c) + common):
+            raise SystemExit(f"error: {flag} is set by sweep.py for each run; remove it from the run/common args")
+    if args.jobs < 1:
+        raise SystemExit("error: --jobs must be at least 1")
+    return args
+
+
+def command_for(args, name, command, seed):
+    words = shlex.split(command)
+    script = os.path.join(ROOT, os.path.basename(words[0]))
+    run_dir = os.path.join(args.out, "runs", name, f"seed{seed}")
+    return [sys.executable, script, *words[1:], *args.common, "--seed", str(seed), "--run-dir", run_dir], run_dir
+
+
+def best_miou(run_dir):
+    """Best val mIoU over every epoch validated in the run's history.json files."""
+    best = None
+    for dirpath, _, files in os.walk(run_dir):
+        if "history.json" in files:
+            with open(os.path.join(dirpath, "history.json")) as f:
+                for record in json.load(f):
+                    if "val" in record:
+                        best = max(best or 0.0, float(record["val"]["mIoU"]))
+    return best
+
+
+def last_line(path):
+    with open(path, errors="replace") as f:
+        lines = [line.strip() for line in f.read().replace("\r", "\n").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+def train_one(args, name, command, seed, env):
+    """Run one training unless an identical finished run exists; return its record."""
+    cmd, run_dir = command_for(args, name, command, seed)
+    done = os.path.join(run_dir, "result.json")
+    if os.path.isfile(done):
+        with open(done) as f:
+            record = json.load(f)
+        if record.get("cmd") == cmd[1:]:
+            record["skipped"] = True
+            return record
+    if os.path.isdir(run_dir):
+        shutil.rmtree(run_dir)  # an earlier failed or different run of this cell
+    os.makedirs(run_dir)
+    log = os.path.join(args.out, "logs", f"{name}-seed{seed}.log")
+    start = time.time()
+    with open(log, "w") as f:
+        f.write(shlex.join(cmd) + "\n")
+        f.flush()
+        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=os.getcwd(), env=env)
+    record = {"cmd": cmd[1:], "returncode": rc, "seconds": round(time.time() - start, 1), "log": log}
+    miou = best_miou(run_dir) if rc == 0 else None
+    if rc == 0 and miou is None:
+        rc, record["returncode"] = -1, -1
+        record["error"] = "finished without a validated epoch (check --no-val / --eval-interval)"
+    if rc == 0:
+        record["best_mIoU"] = miou
+        tmp = done + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(record, f, indent=1)
+        os.replace(tmp, done)
+    else:
+        record.setdefault("error", f"exit {rc}: {last_line(log)}")
+    return record
+
+
+def stats(values):
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def summarize(args, records):
+    """results.json / .md / .png from {(name, seed): record}."""
+    names = [n for n, _ in args.run]
+    runs = {n: {str(s): records[n, s].get("best_mIoU") for s in args.seeds if (n, s) in records} for n in names}
+    failed = {n: {str(s): records[n, s]["error"] for s in args.seeds if (n, s) in records and "error" in records[n, s]}
+              for n in names}
+    result = {"runs": runs, "commands": dict(args.run), "common": shlex.join(args.common), "seeds": args.seeds,
+              "failed": {n: f for n, f in failed.items() if f},
+              "seconds": {n: {str(s): records[n, s]["seconds"] for s in args.seeds
+                              if (n, s) in records and "seconds" in records[n, s]} for n in names}}
+    write_atomic(os.path.join(args.out, "results.json"), json.dumps(result, indent=1))
+    write_atomic(os.path.join(args.out, "results.md"), table(result))
+    plot(result, os.path.join(args.out, "results.png"))
+    return result
+
+
+def table(result):
+    """Markdown: per run n, mean ± std, per seed, and against the first run paired differences and wins."""
+    names = list(result["runs"])
+    first = result["runs"][names[0]] if names else {}
+    rows = ["| run | n | mIoU % mean ± std | per seed (" + " ".join(str(s) for s in result["seeds"]) + ") | "
+            f"Δ vs {names[0] if names else '-'} (paired, mean ± std) | seeds won |", "|---|---|---|---|---|---|"]
+    for name in names:
+        got = result["runs"][name]
+        ok = {s: v for s, v in got.items() if v is not None}
+        per_seed = " ".join("fail" if s in result["failed"].get(name, {}) else
+                            ("-" if got.get(s) is None else f"{100 * got[s]:.2f}") for s in map(str, result["seeds"]))
+        mean = "-" if not ok else "{:.2f} ± {:.2f}".format(*(100 * x for x in stats(list(ok.values()))))
+        paired = [s for s in ok if first.get(s) is not None]
+        if name == names[0] or not paired:
+            delta, won = "", ""
+        else:
+            diffs = [ok[s] - first[s] for s in paired]
+            delta = "{:+.2f} ± {:.2f}".format(*(100 * x for x in stats(diffs)))
+            won = f"{sum(d > 0 for d in diffs)}/{len(diffs)}"
+        rows.append(f"| {name} | {len(ok)} | {mean} | {per_seed} | {delta} | {won} |")
+    lines = rows + ["", f"Common args: `{result['common']}`", ""]
+    lines += [f"- `{n}`: `{c}`" for n, c in result["commands"].items()]
+    for name, fails in result["failed"].items():
+        lines += [f"- FAILED `{name}` seed {s}: {why}" for s, why in fails.items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["runs"])
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(names) + 1.5), 3.8))
+    for i, name in enumerate(names):
+        values = [100 * v for v in result["runs"][name].values() if v is not None]
+        if values:
+            jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0.0]
+            ax.scatter(i + np.asarray(jitter), values, s=18, alpha=0.7, color=f"C{i % 10}")
+            ax.hlines(np.mean(values), i - 0.3, i + 0.3, color="black", lw=2)
+        n_failed = len(result["failed"].get(name, {}))
+        if n_failed:
+            ax.annotate(f"{n_failed} failed", (i, 0.02), xycoords=("data", "axes fraction"), ha="center",
+                        color="red", fontsize=7)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("best val mIoU (%)")
+    ax.set_title("per-seed best val mIoU (bar: mean)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_atomic(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main(args):
+    cells = [(name, command, seed) for seed in args.seeds for name, command in args.run]
+    if args.dry_run:
+        for name, command, seed in cells:
+            print(shlex.join(command_for(args, name, command, seed)[0]))
+        return None
+    os.makedirs(os.path.join(args.out, "logs"), exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if "OMP_NUM_THREADS" not in os.environ:  # several CPU runs at once: split the cores between them
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
+    records, lock = {}, threading.Lock()
+    bar = tqdm(total=len(cells), desc="sweep", dynamic_ncols=True)
+
+    def work(cell):
+        name, command, seed = cell
+        record = train_one(args, name, command, seed, env)
+        with lock:
+            records[name, seed] = record
+            summarize(args, records)
+            state = ("skipped, done before" if record.get("skipped") else
+                     f"{record['seconds']:.0f}s") if "error" not in record else "FAILED: " + record["error"]
+            miou = record.get("best_mIoU")
+            bar.write(f"{name} seed {seed}: " + (f"mIoU {100 * miou:.2f} ({state})" if miou is not None else state))
+            bar.update()
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(work, cells))
+    bar.close()
+    result = summarize(args, records)
+    print(table(result))
+    print(f"Wrote {args.out}/results.json, results.md, results.png")
+    return result
+
+
+if __name__ == "__main__":
+    result = main(parse())
+    sys.exit(1 if result and result["failed"] else 0)
