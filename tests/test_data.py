@@ -220,6 +220,18 @@ def test_synthetic_generator_is_seeded_and_read_as_voc(tmp_path, monkeypatch):
     assert Image.open(tmp_path / "a/VOC2012/SegmentationClass/synth_00000.png").mode == "P"
 
 
+def test_synthetic_hard_difficulty_has_smaller_objects(tmp_path):
+    fractions = {}
+    for difficulty in ("easy", "hard"):
+        root = generate(tmp_path / difficulty, n_train=20, n_val=0, size=64, seed=0, difficulty=difficulty)
+        folder = os.path.join(root, "SegmentationClass")
+        labels = np.stack([np.asarray(Image.open(os.path.join(folder, f))) for f in sorted(os.listdir(folder))])
+        fractions[difficulty] = ((labels > 0) & (labels < 255)).mean()  # object pixels
+    assert fractions["hard"] < 0.8 * fractions["easy"]
+    with pytest.raises(ValueError, match="difficulty"):
+        generate(tmp_path / "x", n_train=1, n_val=0, difficulty="extreme")
+
+
 def test_decode_segmap_uses_the_voc_palette():
     rgb = decode_segmap(np.array([[0, 1, 15, 255]]))
     assert rgb.shape == (1, 4, 3)

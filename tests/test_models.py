@@ -4,7 +4,7 @@ import torch.nn.functional as F
 import torchvision
 from conftest import reference_state_dict
 
-from modeling import CBAM, TAPS, DeepLab, load_checkpoint, num_params
+from modeling import CBAM, TAPS, DeepLab, load_checkpoint, model_from_checkpoint, num_params
 from modeling.imagenet import MissingWeightsError
 
 
@@ -172,3 +172,33 @@ def test_imagenet_weights_load_from_the_torch_hub_cache(tmp_path, monkeypatch):
     torch.save(tv.state_dict(), tmp_path / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth")
     model = DeepLab(backbone="mobilenet", pretrained_backbone=True)
     torch.testing.assert_close(model.backbone.features[5].conv[1][0].weight, tv.features[5].conv[1][0].weight)
+
+
+def test_model_from_checkpoint_reads_backbone_stride_and_classes():
+    torch.manual_seed(0)
+    src = DeepLab(num_classes=5, backbone="resnet18", output_stride=8, attention_in_path=True).eval()
+    ckpt = {"state_dict": src.state_dict(), "args": {"backbone": "resnet18", "out_stride": 8,
+                                                       "attention_in_path": True, "crop_size": 48}}
+    model, missing, saved = model_from_checkpoint(ckpt)
+    assert (model.backbone_name, model.num_classes, model.attention_in_path, missing) == ("resnet18", 5, True, [])
+    assert saved["crop_size"] == 48
+    x = torch.randn(1, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), src(x))
+    # a published checkpoint records nothing: ResNet-101, OS 16, classes from the classifier
+    model, missing, _ = model_from_checkpoint({"state_dict": reference_state_dict("resnet101")})
+    assert (model.backbone_name, model.num_classes, missing) == ("resnet101", 21, [])
+    with pytest.raises(ValueError, match="does not match DeepLab\\(resnet101"):
+        model_from_checkpoint(ckpt, backbone="resnet101")
+    with pytest.raises(ValueError, match="no classifier weight"):
+        model_from_checkpoint({"state_dict": {"x": torch.zeros(1)}})
+
+
+def test_spatial_attention_is_the_gate_applied_by_forward():
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 5, 5)
+    for learned in (True, False):
+        cbam = CBAM(16, learned=learned).eval()
+        att = cbam.spatial_attention(x)
+        assert att.shape == (2, 1, 5, 5) and bool(((att > 0) & (att < 1)).all())
+        torch.testing.assert_close(cbam(x), cbam.ChannelGate(x) * att)
