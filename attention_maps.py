@@ -116,6 +116,8 @@ def run(args):
         mode, why = resolve_teacher_attention(requested, missing, bool(t_args.get("attention_in_path", False)))
     except ValueError as e:
         raise CheckpointError(f"--teacher {args.teacher} {e}") from None
+    if args.teacher_attention is None and s_args.get("teacher_attention"):
+        why = "the one the student was distilled with, recorded in its checkpoint"
     t_attention = teacher.attention() if mode == "checkpoint" else \
         {tap: CBAM(c, learned=False) for tap, c in teacher.tap_channels.items()}
     print(f"teacher attention: {mode} ({why})")

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-study}
 JOBS=${JOBS:-2}
 SEEDS=${SEEDS:-"1 2 3 4 5"}
-# the demo's recipe: 64 px, batch 4, lr 0.05, no ImageNet weights; students 15 epochs (1 of them warm-up)
+# the demo's recipe: 64 px, batch 4, lr 0.05, no ImageNet weights; students 10 epochs (1 of them warm-up), the demo's schedule
 COMMON="--dataset synthetic --base-size 64 --crop-size 64 --batch-size 4 --lr 0.05 --workers 0 --no-pretrained"
 
 for task in easy hard; do
@@ -33,12 +33,12 @@ ATTNFD_SYNTHETIC_ROOT=$OUT/data/easy/VOC2012 python sweep.py --out "$OUT/easy" -
   --run cbam-mlp-frozen "train_kd.py --teacher_path $T --student-cbam-mlp frozen" \
   --run lambda-0.5 "train_kd.py --teacher_path $T --attn_lambda 0.5" \
   --run lambda-8 "train_kd.py --teacher_path $T --attn_lambda 8" \
-  -- --backbone resnet18 --epochs 15 $COMMON
+  -- --backbone resnet18 --epochs 10 $COMMON
 
 T=$OUT/teachers/synthetic/teacher-hard/experiment_0/checkpoint.pth.tar
 # shellcheck disable=SC2086
 ATTNFD_SYNTHETIC_ROOT=$OUT/data/hard/VOC2012 python sweep.py --out "$OUT/hard" --jobs "$JOBS" --seeds $SEEDS \
   --run baseline "train.py" \
   --run attnfd "train_kd.py --teacher_path $T" \
-  --run aspp-dropout "train_kd.py --teacher_path $T --distill-aspp-dropout" \
-  -- --backbone resnet18 --epochs 15 $COMMON
+  --run teacher-train-mode "train_kd.py --teacher_path $T --teacher-train-mode" \
+  -- --backbone resnet18 --epochs 10 $COMMON
