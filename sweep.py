@@ -10,8 +10,9 @@ ARGS follow the run's own) with its log in ``DIR/logs/<NAME>-seed<S>.log``.  The
 ``DIR/results.json`` (``{"runs": {NAME: {"<seed>": best val mIoU}}, "commands": ..., "failed": ...}``),
 ``DIR/results.md`` (per run: n, mean ± std, per seed, and against the first run the mean paired
 difference and the seeds won) and ``DIR/results.png``.  The files are rewritten after every run,
-so a sweep in progress can be read.  A finished run is skipped when the same command is run again;
-a failed run is reported as failed and retried.
+so a sweep in progress can be read (``--report-only`` rewrites them from the finished runs without
+training).  A finished run is skipped when the same command is run again; a failed run is reported
+as failed and retried.
 """
 import argparse
 import json
@@ -47,6 +48,8 @@ def get_args_parser():
     p.add_argument("--jobs", type=int, default=1, help="trainings at once (they share the GPU, or split the CPU "
                                                        "threads when OMP_NUM_THREADS is not set)")
     p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the tables from the runs that already finished; train nothing")
     return p
 
 
@@ -103,8 +106,8 @@ def last_line(path):
     return lines[-1][:300] if lines else "(no output)"
 
 
-def train_one(args, name, command, seed, env):
-    """Run one training unless an identical finished run exists; return its record."""
+def finished(args, name, command, seed):
+    """The record of an identical run that already finished, or None."""
     cmd, run_dir = command_for(args, name, command, seed)
     done = os.path.join(run_dir, "result.json")
     if os.path.isfile(done):
@@ -113,6 +116,16 @@ def train_one(args, name, command, seed, env):
         if record.get("cmd") == cmd[1:]:
             record["skipped"] = True
             return record
+    return None
+
+
+def train_one(args, name, command, seed, env):
+    """Run one training unless an identical finished run exists; return its record."""
+    record = finished(args, name, command, seed)
+    if record is not None:
+        return record
+    cmd, run_dir = command_for(args, name, command, seed)
+    done = os.path.join(run_dir, "result.json")
     if os.path.isdir(run_dir):
         shutil.rmtree(run_dir)  # an earlier failed or different run of this cell
     os.makedirs(run_dir)
@@ -227,6 +240,12 @@ def main(args):
         for name, command, seed in cells:
             print(shlex.join(command_for(args, name, command, seed)[0]))
         return None
+    if args.report_only:
+        records = {(n, s): r for n, c, s in cells if (r := finished(args, n, c, s)) is not None}
+        result = summarize(args, records)
+        print(table(result))
+        print(f"{len(records)} of {len(cells)} runs finished; wrote {args.out}/results.json, results.md, results.png")
+        return result
     os.makedirs(os.path.join(args.out, "logs"), exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if "OMP_NUM_THREADS" not in os.environ:  # several CPU runs at once: split the cores between them

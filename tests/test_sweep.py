@@ -65,6 +65,13 @@ def test_sweep_writes_the_tables_reports_failures_skips_finished_runs_and_attent
     assert (out / "runs" / "baseline" / "seed1" / "result.json").stat().st_mtime == mtime
     assert json.loads((out / "results.json").read_text())["runs"] == result["runs"]
 
+    # --report-only tabulates what finished (seed 3 never ran) and trains nothing
+    p = cli("sweep.py", "--out", "sw", "--seeds", "1", "2", "3", "--report-only", *runs, "--", *COMMON, env=env,
+            cwd=tmp_path)
+    assert p.returncode == 0 and "4 of 9 runs finished" in p.stdout
+    assert not (out / "runs" / "baseline" / "seed3").exists()
+    assert "| baseline | 2 |" in (out / "results.md").read_text()
+
     # attention maps of the distilled student: one PNG per input image
     student = next((out / "runs" / "attnfd" / "seed1").rglob("model_best.pth.tar"))
     images = tmp_path / "images"
