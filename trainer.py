@@ -87,8 +87,10 @@ def get_args_parser(kd=False):
                        help="per-tap normalisation: whole-batch L2 (authors' code) or per channel (paper text)")
         p.add_argument("--no-warmup", dest="warmup", action="store_false",
                        help="skip the epoch-0 connector warm-up; connectors then train with the student")
-        p.add_argument("--teacher-train-mode", action="store_true",
-                       help="reproduce the reference: teacher in train mode (batch-stat BN, decoder dropout)")
+        p.add_argument("--teacher-train-mode", action=argparse.BooleanOptionalAction, default=True,
+                       help="teacher in train mode (batch-statistics BN, decoder dropout) as in the reference, still "
+                            "without autograd; --no-teacher-train-mode freezes it in eval mode. The default is the "
+                            "one the README study supports ('Does it work?')")
         p.add_argument("--distill-aspp-dropout", action="store_true",
                        help="keep the ASPP Dropout(0.5) in the distillation forward (the reference's extract_feature "
                             "skips it for teacher and student; plain train.py keeps it)")
@@ -205,7 +207,7 @@ class Trainer:
         args.teacher_attention = mode
         print(f"Teacher DeepLab({backbone}) from {args.teacher_path}: {num_params(self.teacher) / 1e6:.2f}M "
               f"parameters; teacher attention: {mode} ({why}); teacher mode: "
-              f"{'train (reference behaviour)' if args.teacher_train_mode else 'eval, no autograd (frozen)'}")
+              f"{'train (batch-statistics BN, dropout; no autograd)' if args.teacher_train_mode else 'eval (frozen)'}")
         return build_distiller(args.method, self.model, self.teacher, args)
 
     def _resume(self, ckpt):

@@ -21,8 +21,9 @@ class Distiller(nn.Module):
             p.requires_grad_(False)
 
     def train(self, mode=True):
-        """The teacher stays in eval mode (fixed BN statistics, no dropout) unless
-        ``teacher_train_mode`` reproduces the reference, which ran it in train mode."""
+        """The teacher follows the distiller into train mode (batch-statistics BN, dropout) when
+        ``teacher_train_mode``, as the reference does and as train_kd.py does by default (the study in
+        the README found it better); otherwise it stays in eval mode.  It never gets gradients."""
         super().train(mode)
         self.teacher.train(mode and self.teacher_train_mode)
         return self

@@ -24,21 +24,21 @@ T=$OUT/teachers/synthetic/teacher-easy/experiment_0/checkpoint.pth.tar
 # shellcheck disable=SC2086
 ATTNFD_SYNTHETIC_ROOT=$OUT/data/easy/VOC2012 python sweep.py --out "$OUT/easy" --jobs "$JOBS" --seeds $SEEDS \
   --run baseline "train.py" \
-  --run attnfd "train_kd.py --teacher_path $T" \
-  --run aspp-dropout "train_kd.py --teacher_path $T --distill-aspp-dropout" \
+  --run attnfd "train_kd.py --teacher_path $T --no-teacher-train-mode" \
+  --run aspp-dropout "train_kd.py --teacher_path $T --distill-aspp-dropout --no-teacher-train-mode" \
   --run teacher-train-mode "train_kd.py --teacher_path $T --teacher-train-mode" \
-  --run parameter-free "train_kd.py --teacher_path $T --teacher-attention parameter-free" \
-  --run channel-norm "train_kd.py --teacher_path $T --attn-norm channel" \
-  --run no-warmup "train_kd.py --teacher_path $T --no-warmup" \
-  --run cbam-mlp-frozen "train_kd.py --teacher_path $T --student-cbam-mlp frozen" \
-  --run lambda-0.5 "train_kd.py --teacher_path $T --attn_lambda 0.5" \
-  --run lambda-8 "train_kd.py --teacher_path $T --attn_lambda 8" \
+  --run parameter-free "train_kd.py --teacher_path $T --teacher-attention parameter-free --no-teacher-train-mode" \
+  --run channel-norm "train_kd.py --teacher_path $T --attn-norm channel --no-teacher-train-mode" \
+  --run no-warmup "train_kd.py --teacher_path $T --no-warmup --no-teacher-train-mode" \
+  --run cbam-mlp-frozen "train_kd.py --teacher_path $T --student-cbam-mlp frozen --no-teacher-train-mode" \
+  --run lambda-0.5 "train_kd.py --teacher_path $T --attn_lambda 0.5 --no-teacher-train-mode" \
+  --run lambda-8 "train_kd.py --teacher_path $T --attn_lambda 8 --no-teacher-train-mode" \
   -- --backbone resnet18 --epochs 10 $COMMON
 
 T=$OUT/teachers/synthetic/teacher-hard/experiment_0/checkpoint.pth.tar
 # shellcheck disable=SC2086
 ATTNFD_SYNTHETIC_ROOT=$OUT/data/hard/VOC2012 python sweep.py --out "$OUT/hard" --jobs "$JOBS" --seeds $SEEDS \
   --run baseline "train.py" \
-  --run attnfd "train_kd.py --teacher_path $T" \
+  --run attnfd "train_kd.py --teacher_path $T --no-teacher-train-mode" \
   --run teacher-train-mode "train_kd.py --teacher_path $T --teacher-train-mode" \
   -- --backbone resnet18 --epochs 10 $COMMON

@@ -184,3 +184,13 @@ def test_evaluator_metrics_by_hand():
     assert r["mIoU"] == pytest.approx((1 / 3 + 3 / 4 + 1 / 2) / 3)
     assert r["Acc_class"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
     assert r["fwIoU"] == pytest.approx(2 / 7 * 1 / 3 + 3 / 7 * 3 / 4 + 2 / 7 * 1 / 2)
+
+
+def test_train_kd_defaults_are_the_ones_the_study_chose():
+    """README 'Does it work?': teacher in train mode, no ASPP dropout, global norm, warm-up, lambda 2."""
+    from trainer import get_args_parser
+
+    a = get_args_parser(kd=True).parse_args([])
+    assert (a.teacher_train_mode, a.distill_aspp_dropout, a.attn_norm, a.warmup, a.attn_lambda,
+            a.student_cbam_mlp) == (True, False, "global", True, 2.0, "train")
+    assert get_args_parser(kd=True).parse_args(["--no-teacher-train-mode"]).teacher_train_mode is False
