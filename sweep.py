@@ -29,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from tqdm import tqdm
 
+from utils.saver import write_text_atomic
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = ("train.py", "train_kd.py")
 RESERVED = ("--seed", "--run-dir")
@@ -106,9 +108,8 @@ def last_line(path):
     return lines[-1][:300] if lines else "(no output)"
 
 
-def finished(args, name, command, seed):
-    """The record of an identical run that already finished, or None."""
-    cmd, run_dir = command_for(args, name, command, seed)
+def finished(cmd, run_dir):
+    """The record of an identical run (same ``cmd``) that already finished in ``run_dir``, or None."""
     done = os.path.join(run_dir, "result.json")
     if os.path.isfile(done):
         with open(done) as f:
@@ -121,11 +122,10 @@ def finished(args, name, command, seed):
 
 def train_one(args, name, command, seed, env):
     """Run one training unless an identical finished run exists; return its record."""
-    record = finished(args, name, command, seed)
+    cmd, run_dir = command_for(args, name, command, seed)
+    record = finished(cmd, run_dir)
     if record is not None:
         return record
-    cmd, run_dir = command_for(args, name, command, seed)
-    done = os.path.join(run_dir, "result.json")
     if os.path.isdir(run_dir):
         shutil.rmtree(run_dir)  # an earlier failed or different run of this cell
     os.makedirs(run_dir)
@@ -142,10 +142,7 @@ def train_one(args, name, command, seed, env):
         record["error"] = "finished without a validated epoch (check --no-val / --eval-interval)"
     if rc == 0:
         record["best_mIoU"] = miou
-        tmp = done + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(record, f, indent=1)
-        os.replace(tmp, done)
+        write_text_atomic(os.path.join(run_dir, "result.json"), json.dumps(record, indent=1))
     else:
         record.setdefault("error", f"exit {rc}: {last_line(log)}")
     return record
@@ -166,8 +163,8 @@ def summarize(args, records):
               "failed": {n: f for n, f in failed.items() if f},
               "seconds": {n: {str(s): records[n, s]["seconds"] for s in args.seeds
                               if (n, s) in records and "seconds" in records[n, s]} for n in names}}
-    write_atomic(os.path.join(args.out, "results.json"), json.dumps(result, indent=1))
-    write_atomic(os.path.join(args.out, "results.md"), table(result))
+    write_text_atomic(os.path.join(args.out, "results.json"), json.dumps(result, indent=1))
+    write_text_atomic(os.path.join(args.out, "results.md"), table(result))
     plot(result, os.path.join(args.out, "results.png"))
     return result
 
@@ -227,13 +224,6 @@ def plot(result, path):
     plt.close(fig)
 
 
-def write_atomic(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(args):
     cells = [(name, command, seed) for seed in args.seeds for name, command in args.run]
     if args.dry_run:
@@ -241,7 +231,7 @@ def main(args):
             print(shlex.join(command_for(args, name, command, seed)[0]))
         return None
     if args.report_only:
-        records = {(n, s): r for n, c, s in cells if (r := finished(args, n, c, s)) is not None}
+        records = {(n, s): r for n, c, s in cells if (r := finished(*command_for(args, n, c, s))) is not None}
         result = summarize(args, records)
         print(table(result))
         print(f"{len(records)} of {len(cells)} runs finished; wrote {args.out}/results.json, results.md, results.png")

@@ -193,20 +193,19 @@ class Trainer:
     def _build_distiller(self):
         args = self.args
         ckpt = load_file(args.teacher_path, "--teacher_path")
-        t_args = ckpt.get("args", {}) if isinstance(ckpt, dict) else {}
-        backbone = t_args.get("backbone", args.teacher_backbone)
-        in_path = bool(t_args.get("attention_in_path", False))
         try:
-            self.teacher, missing, _ = model_from_checkpoint(ckpt, backbone, args.out_stride, self.nclass)
+            self.teacher, missing, _ = model_from_checkpoint(ckpt, output_stride=args.out_stride,
+                                                             num_classes=self.nclass,
+                                                             default_backbone=args.teacher_backbone)
         except ValueError as e:
             raise CheckpointError(f"--teacher_path {args.teacher_path}: {e}") from None
         try:
-            mode, why = resolve_teacher_attention(args.teacher_attention, missing, in_path)
+            mode, why = resolve_teacher_attention(args.teacher_attention, missing, self.teacher.attention_in_path)
         except ValueError as e:
             raise CheckpointError(f"--teacher-attention checkpoint: {args.teacher_path} {e}") from None
         args.teacher_attention = mode
-        print(f"Teacher DeepLab({backbone}) from {args.teacher_path}: {num_params(self.teacher) / 1e6:.2f}M "
-              f"parameters; teacher attention: {mode} ({why}); teacher mode: "
+        print(f"Teacher DeepLab({self.teacher.backbone_name}) from {args.teacher_path}: "
+              f"{num_params(self.teacher) / 1e6:.2f}M parameters; teacher attention: {mode} ({why}); teacher mode: "
               f"{'train (batch-statistics BN, dropout; no autograd)' if args.teacher_train_mode else 'eval (frozen)'}")
         return build_distiller(args.method, self.model, self.teacher, args)
 

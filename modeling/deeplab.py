@@ -114,12 +114,13 @@ def _unwrap(state):
     return state
 
 
-def model_from_checkpoint(checkpoint, backbone=None, output_stride=None, num_classes=None):
+def model_from_checkpoint(checkpoint, backbone=None, output_stride=None, num_classes=None,
+                          default_backbone="resnet101"):
     """The one way to rebuild a DeepLab from a checkpoint dict (as read by ``utils.saver.load_file``).
 
     Backbone, output stride and ``attention_in_path`` come from the ``args`` the checkpoint records
-    (arguments given here win; published checkpoints record none: resnet101, OS 16); the class count
-    from the classifier's weight.  Returns ``(model, missing_attention_keys, recorded_args)``.
+    (arguments given here win; published checkpoints record none: ``default_backbone``, OS 16); the
+    class count from the classifier's weight.  Returns ``(model, missing_attention_keys, recorded_args)``.
     """
     saved = checkpoint.get("args", {}) if isinstance(checkpoint, dict) else {}
     state = _unwrap(checkpoint)
@@ -128,7 +129,7 @@ def model_from_checkpoint(checkpoint, backbone=None, output_stride=None, num_cla
         if weight is None:
             raise ValueError("checkpoint has no classifier weight decoder.last_conv.8.weight; is it a DeepLab?")
         num_classes = weight.shape[0]
-    model = DeepLab(num_classes=num_classes, backbone=backbone or saved.get("backbone", "resnet101"),
+    model = DeepLab(num_classes=num_classes, backbone=backbone or saved.get("backbone", default_backbone),
                     output_stride=output_stride or saved.get("out_stride", 16),
                     attention_in_path=bool(saved.get("attention_in_path", False)))
     return model, load_checkpoint(model, state), saved

@@ -38,6 +38,14 @@ def copy_atomic(src, dst):
     _atomic(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
+def write_text_atomic(path, text):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    _atomic(path, write)
+
+
 def load_file(path, flag="--resume"):
     """Read a checkpoint without running pickled code; errors name the file and the flag."""
     if not os.path.isfile(path):
