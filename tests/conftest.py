@@ -8,7 +8,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-REFERENCE = ROOT.parent / "shared" / "reference"
+REFERENCE = ROOT / "tests" / "reference"  # copy of the published checkpoint key sets (keys, shapes)
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
