@@ -4,6 +4,7 @@ testing, JSON output and colourised predictions + overlays as PNG.
 python eval.py --checkpoint run/pascal/deeplab-resnet101/model_best.pth.tar --dataset pascal --flip
 """
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ from dataloaders.utils import decode_segmap, denormalize
 from modeling import model_from_checkpoint
 from modeling.backbone import BACKBONES
 from trainer import one_line
+from utils.device import Precision
 from utils.metrics import Evaluator
 from utils.saver import CheckpointError, load_file
 
@@ -43,19 +45,22 @@ def get_args_parser():
     p.add_argument("--max-vis", type=int, default=20, help="at most this many images for --save-vis")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--no-cuda", action="store_true")
+    p.add_argument("--amp", action="store_true", help="bf16/fp16 autocast (as train.py --amp); metrics in fp32")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     return p
 
 
 @torch.no_grad()
-def predict(model, image, scales=(1.0,), flip=False):
-    """Sum of softmax probabilities over scales (and flips), at the input size."""
+def predict(model, image, scales=(1.0,), flip=False, precision=None):
+    """Sum of softmax probabilities over scales (and flips), at the input size, in fp32."""
     size = image.shape[2:]
     probs = 0
     for s in scales:
         x = image if s == 1.0 else F.interpolate(image, scale_factor=s, mode="bilinear", align_corners=True)
         views = [(x, False), (x.flip(3), True)] if flip else [(x, False)]
         for v, flipped in views:
-            out = model(v)
+            with precision.autocast() if precision is not None else contextlib.nullcontext():
+                out = model(v).float()
             out = out.flip(3) if flipped else out
             probs = probs + F.interpolate(out, size=size, mode="bilinear", align_corners=True).softmax(1)
     return probs
@@ -81,13 +86,14 @@ def evaluate(args):
         model, _, _ = model_from_checkpoint(ckpt, args.backbone, args.out_stride, dataset.num_classes)
     except ValueError as e:
         raise CheckpointError(f"--checkpoint {args.checkpoint}: {e}") from None
-    model.to(device).eval()
+    precision = Precision(device, args.amp, channels_last=args.channels_last)
+    precision.prepare(model).eval()
     names = class_names(args.dataset)
     evaluator = Evaluator(dataset.num_classes, device)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=args.workers)
     for i, sample in enumerate(tqdm(loader, desc=f"Eval {args.dataset}:{args.split}")):
-        image, label = sample["image"].to(device), sample["label"].to(device)
-        pred = predict(model, image, args.scales, args.flip).argmax(1)
+        image, label = precision.images(sample["image"]), sample["label"].to(device)
+        pred = predict(model, image, args.scales, args.flip, precision).argmax(1)
         evaluator.add_batch(label, pred)
         if args.save_vis and i < args.max_vis:
             name = os.path.splitext(os.path.basename(dataset.pairs[i][0]))[0]

@@ -24,6 +24,7 @@ from modeling.backbone import BACKBONES
 from modeling.imagenet import MissingWeightsError
 from mypath import Path
 from utils.calculate_weights import calculate_weights_labels
+from utils.device import Precision, default_workers
 from utils.loss import SegmentationLosses
 from utils.lr_scheduler import LRSchedule
 from utils.metrics import Evaluator
@@ -41,7 +42,8 @@ def get_args_parser(kd=False):
     p.add_argument("--out-stride", type=int, default=16, choices=[8, 16], help="network output stride")
     p.add_argument("--dataset", default="pascal", choices=DATASETS)
     p.add_argument("--use-sbd", action="store_true", help="add SBD train+val (minus VOC val) to Pascal train")
-    p.add_argument("--workers", type=int, default=4, metavar="N", help="dataloader worker processes")
+    p.add_argument("--workers", type=int, default=default_workers(), metavar="N",
+                   help="dataloader worker processes (default: this machine's CPUs, at most 8)")
     p.add_argument("--base-size", type=int, default=513, help="base image size of the random scale")
     p.add_argument("--crop-size", type=int, default=513, help="train crop; val short side")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm (takes effect under torch.distributed)")
@@ -62,12 +64,21 @@ def get_args_parser(kd=False):
     p.add_argument("--weight-decay", type=float, default=5e-4, metavar="M")
     p.add_argument("--nesterov", action="store_true")
     p.add_argument("--no-cuda", action="store_true", help="run on the CPU even if CUDA is available")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision: bf16 autocast on Ampere+ GPUs and bf16-capable CPUs, fp16 + GradScaler on "
+                        "older GPUs; weights, losses and checkpoints stay fp32")
+    p.add_argument("--amp-dtype", default="auto", choices=["auto", "bf16", "fp16"], help="override --amp's choice")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convolutions with --amp)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training forward (slow first epoch; pays off on long GPU runs)")
     p.add_argument("--gpu-ids", default="0", help="comma-separated GPU ids (several: DataParallel)")
     p.add_argument("--seed", type=int, default=1, metavar="S")
     p.add_argument("--resume", default=None, help="checkpoint to resume from (model, optimizer(s), epoch)")
     p.add_argument("--checkname", default=None, help="run name (default deeplab-<backbone> / attnfd-<backbone>)")
     p.add_argument("--ft", action="store_true", help="fine-tune: load --resume weights only, start at epoch 0")
     p.add_argument("--eval-interval", type=int, default=1, help="validate every N epochs")
+    p.add_argument("--log-interval", type=int, default=10, metavar="N",
+                   help="write per-iteration losses to tensorboard every N iterations (one device sync each)")
     p.add_argument("--no-val", action="store_true", help="skip validation")
     p.add_argument("--no-pretrained", action="store_true", help="do not load ImageNet weights into the backbone")
     p.add_argument("--attention-in-path", action="store_true",
@@ -119,8 +130,8 @@ def finalize_args(args, kd=False):
         args.lr = LRS[args.dataset] / (6 * n_gpu) * args.batch_size
     if args.checkname is None:
         args.checkname = ("attnfd-" if kd else "deeplab-") + args.backbone
-    if args.epochs < 1 or args.batch_size < 1 or args.eval_interval < 1:
-        raise SystemExit("error: --epochs, --batch-size and --eval-interval must be positive")
+    if min(args.epochs, args.batch_size, args.eval_interval, args.log_interval) < 1:
+        raise SystemExit("error: --epochs, --batch-size, --eval-interval and --log-interval must be positive")
     return args
 
 
@@ -130,15 +141,39 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
+def train_step(net, criterion, optimizer, precision, image, target, **kwargs):
+    """One optimisation step of a model (``net(image) -> logits``) or a distiller (``-> (logits, terms)``).
+
+    The forward runs under ``precision``'s autocast; the CE and every distillation term are fp32.
+    Returns the detached loss values to log, without a host sync.
+    """
+    with precision.autocast():
+        out = net(image, **kwargs)
+    logits, terms = out if isinstance(out, tuple) else (out, {})
+    terms = {k: v.float().mean() for k, v in terms.items()}  # mean: one value per DataParallel replica
+    ce = criterion(logits.float(), target)
+    distill = sum(terms.values())
+    loss = ce + distill
+    optimizer.zero_grad(set_to_none=True)
+    precision.backward_step(loss, optimizer)
+    logged = {"total_loss_iter": loss, "ce": ce, **terms}
+    if terms:
+        logged["distill/total"] = distill
+    return {k: v.detach() for k, v in logged.items()}
+
+
 class Trainer:
     def __init__(self, args):
         self.args = args
         seed_everything(args.seed)
         self.device = torch.device(f"cuda:{args.gpu_ids[0]}" if args.cuda else "cpu")
+        self.precision = Precision(self.device, args.amp, args.amp_dtype, args.channels_last)
         resume = load_file(args.resume, "--resume") if args.resume else None
 
         kwargs = {"num_workers": args.workers, "pin_memory": args.cuda,
-                  "persistent_workers": args.workers > 0, "generator": torch.Generator().manual_seed(args.seed)}
+                  "generator": torch.Generator().manual_seed(args.seed)}
+        if args.workers > 0:
+            kwargs.update(persistent_workers=True, prefetch_factor=4)
         self.train_loader, self.val_loader, self.test_loader, self.nclass = make_data_loader(args, **kwargs)
         self.class_names = class_names(args.dataset)
 
@@ -146,12 +181,12 @@ class Trainer:
                              pretrained_backbone=not args.no_pretrained,
                              attention_in_path=args.attention_in_path, freeze_bn=args.freeze_bn)
         self.distiller = self._build_distiller() if args.kd else None
-        self.model.to(self.device)
-        if self.distiller is not None:
-            self.distiller.to(self.device)
+        self.precision.prepare(self.model, *([self.distiller] if self.distiller is not None else []))
         self.net = self.distiller if self.distiller is not None else self.model
         if args.cuda and len(args.gpu_ids) > 1:
             self.net = nn.DataParallel(self.net, device_ids=args.gpu_ids)
+        self.step_net = torch.compile(self.net) if args.compile else self.net
+        print(f"Precision: {self.precision.describe()}" + (", torch.compile" if args.compile else ""))
         if args.sync_bn and not torch.distributed.is_initialized():
             print("note: --sync-bn has no effect in a single process (it applies under torch.distributed)")
 
@@ -235,40 +270,43 @@ class Trainer:
         warmup = self.warmup_optimizer is not None and epoch == 0
         optimizer = self.warmup_optimizer if warmup else self.optimizer
         self.net.train()
-        totals, n = {}, 0
+        totals, pending, n, data_wait = {}, [], 0, 0.0
+        start = time.perf_counter()
         tbar = tqdm(self.train_loader, desc="Train", dynamic_ncols=True)
+        tick = time.perf_counter()
         for i, sample in enumerate(tbar):
-            T = epoch * len(self.train_loader) + i
+            data_wait += time.perf_counter() - tick
             lr = self.schedule(optimizer, i, epoch)
-            image = sample["image"].to(self.device, non_blocking=True)
+            image = self.precision.images(sample["image"])
             target = sample["label"].to(self.device, non_blocking=True)
-            if self.distiller is not None:
-                output, terms = self.net(image, warmup=warmup)
-                terms = {k: v.mean() for k, v in terms.items()}
-            else:
-                output, terms = self.net(image), {}
-            ce = self.criterion(output, target)
-            distill = sum(terms.values())
-            loss = ce + distill
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-            logged = {"total_loss_iter": loss, "ce": ce, **terms}
-            if terms:
-                logged[f"{args.method}/total"] = distill
-            values = torch.stack([v.detach() for v in logged.values()]).tolist()  # one device sync
-            for k, v in zip(logged, values):
-                totals[k] = totals.get(k, 0.0) + v
-                self.writer.add_scalar(f"train/{k}", v, T)
-            self.writer.add_scalar("train/lr", lr, T)
+            kwargs = {"warmup": warmup} if self.distiller is not None else {}
+            logged = train_step(self.step_net, self.criterion, optimizer, self.precision, image, target, **kwargs)
+            pending.append((epoch * len(self.train_loader) + i, lr, logged))
             n += 1
-            tbar.set_description(f"Train loss: {totals['total_loss_iter'] / n:.3f}" + (" (warm-up)" if warmup else ""))
+            if len(pending) == args.log_interval or i == len(self.train_loader) - 1:
+                self._log(pending, totals)  # the one host sync every --log-interval steps
+                pending = []
+                tbar.set_description(f"Train loss: {totals['total_loss_iter'] / n:.3f}"
+                                     + (" (warm-up)" if warmup else ""))
+            tick = time.perf_counter()
+        seconds = time.perf_counter() - start
         means = {k: v / max(n, 1) for k, v in totals.items()}
+        means["images_per_s"] = n * args.batch_size / seconds
+        means["data_wait"] = data_wait / seconds
         self.writer.add_scalar("train/total_loss_epoch", means.get("total_loss_iter", 0.0), epoch)
+        self.writer.add_scalar("train/images_per_s", means["images_per_s"], epoch)
         print(f"[Epoch: {epoch}, numImages: {n * args.batch_size:5d}] Loss: {totals.get('total_loss_iter', 0.0):.3f}"
+              f" ({means['images_per_s']:.1f} images/s, {100 * means['data_wait']:.0f}% waiting for data)"
               + (" (warm-up: connectors only)" if warmup else ""))
         return means
+
+    def _log(self, pending, totals):
+        values = torch.stack([torch.stack(list(logged.values())) for _, _, logged in pending]).tolist()
+        for (step, lr, logged), row in zip(pending, values):
+            for k, v in zip(logged, row):
+                totals[k] = totals.get(k, 0.0) + v
+                self.writer.add_scalar(f"train/{k}", v, step)
+            self.writer.add_scalar("train/lr", lr, step)
 
     @torch.no_grad()
     def validation(self, epoch):
@@ -277,9 +315,11 @@ class Trainer:
         test_loss, n = 0.0, 0
         tbar = tqdm(self.val_loader, desc="Val", dynamic_ncols=True)
         for i, sample in enumerate(tbar):
-            image = sample["image"].to(self.device)
+            image = self.precision.images(sample["image"])
             target = sample["label"].to(self.device)
-            output = self.model(image)
+            with self.precision.autocast():
+                output = self.model(image)
+            output = output.float()
             test_loss += float(self.criterion(output, target))
             n += 1
             pred = output.argmax(dim=1)

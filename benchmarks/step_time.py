@@ -1,36 +1,36 @@
-"""Time one training step of a student, a teacher forward and one AttnFD step (the [4/8] floor is
-``kd step = student step + teacher forward``).  Prints milliseconds per step; no accuracy involved.
+"""Time and memory of one student training step, one teacher forward and one distillation step.
 
-python benchmarks/step_time.py --crop 513 --batch-size 6            # CUDA if available
-python benchmarks/step_time.py --crop 128 --batch-size 4 --device cpu
+The floor of a distillation step is ``student step + teacher forward``; the report gives each phase's
+median time over ``--iters`` steps (after ``--warmup``) and its peak memory (CUDA: max allocated; CPU:
+peak RSS above the process's size after start-up), each phase measured alone in a fresh process.
+
+python benchmarks/step_time.py --crop 513 --batch-size 6                       # CUDA if available
+python benchmarks/step_time.py --crop 257 --batch-size 4 --device cpu --amp --channels-last
+python benchmarks/step_time.py ... --json step_time.json
 """
 import argparse
+import json
 import os
+import resource
+import statistics
+import subprocess
 import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 from distillation import AttnFD  # noqa: E402
 from modeling import DeepLab  # noqa: E402
+from trainer import train_step  # noqa: E402
+from utils.device import Precision  # noqa: E402
 from utils.loss import SegmentationLosses  # noqa: E402
 
-
-def timed(fn, device, warmup, iters):
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / iters * 1000
+PHASES = ("student", "teacher", "kd")
 
 
-def main():
+def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--student", default="resnet18")
     p.add_argument("--teacher", default="resnet101")
@@ -38,43 +38,105 @@ def main():
     p.add_argument("--batch-size", type=int, default=6)
     p.add_argument("--classes", type=int, default=21)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--amp", action="store_true", help="as train_kd.py --amp")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the student / distiller")
+    p.add_argument("--teacher-train-mode", action=argparse.BooleanOptionalAction, default=True,
+                   help="as train_kd.py (the reference's teacher mode; no autograd either way)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
-    a = p.parse_args()
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default torch's)")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)  # internal: one phase in this process
+    return p
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def run_phase(a):
+    """Build only what ``a.phase`` needs, time it, print one JSON line."""
+    if a.threads:
+        torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     torch.backends.cudnn.benchmark = True
-    student = DeepLab(num_classes=a.classes, backbone=a.student).to(device).train()
-    teacher = DeepLab(num_classes=a.classes, backbone=a.teacher).to(device)
-    kd = AttnFD(student, teacher).to(device).train()
-    x = torch.randn(a.batch_size, 3, a.crop, a.crop, device=device)
+    torch.manual_seed(0)
+    base_rss = peak_rss_mb()
+    precision = Precision(device, a.amp, channels_last=a.channels_last)
+    x = precision.images(torch.randn(a.batch_size, 3, a.crop, a.crop))
     y = torch.randint(0, a.classes, (a.batch_size, a.crop, a.crop), device=device)
     ce = SegmentationLosses().build_loss("ce")
-    opt = torch.optim.SGD(list(student.parameters()) + list(kd.extra_modules().parameters()), lr=1e-4,
-                          momentum=0.9)
+    student = DeepLab(num_classes=a.classes, backbone=a.student) if a.phase != "teacher" else None
+    teacher = DeepLab(num_classes=a.classes, backbone=a.teacher) if a.phase != "student" else None
+    if a.phase == "student":
+        net = precision.prepare(student).train()
+    else:
+        net = precision.prepare(AttnFD(student or DeepLab(num_classes=a.classes, backbone="resnet18"), teacher,
+                                       teacher_train_mode=a.teacher_train_mode)).train()
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9)
+    step_net = torch.compile(net) if a.compile and a.phase != "teacher" else net
 
-    def student_step():
-        opt.zero_grad(set_to_none=True)
-        ce(student(x), y).backward()
-        opt.step()
+    if a.phase == "teacher":
+        def fn():
+            with precision.autocast():
+                net.teacher_features(x)
+    else:
+        def fn():
+            train_step(step_net, ce, opt, precision, x, y)
 
-    def teacher_forward():
-        kd.teacher_features(x)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(a.warmup):
+        fn()
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(a.iters):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1000)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else peak_rss_mb() - base_rss
+    print(json.dumps({"phase": a.phase, "median_ms": statistics.median(times), "min_ms": min(times),
+                      "max_ms": max(times), "peak_mb": peak}))
 
-    def kd_step():
-        opt.zero_grad(set_to_none=True)
-        logits, terms = kd(x)
-        (ce(logits, y) + sum(terms.values())).backward()
-        opt.step()
 
-    s = timed(student_step, device, a.warmup, a.iters)
-    t = timed(teacher_forward, device, a.warmup, a.iters)
-    k = timed(kd_step, device, a.warmup, a.iters)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
-    print(f"device {name}, crop {a.crop}, batch {a.batch_size}, fp32")
-    print(f"student ({a.student}) step  {s:8.1f} ms")
-    print(f"teacher ({a.teacher}) fwd   {t:8.1f} ms")
-    print(f"AttnFD step             {k:8.1f} ms   (floor {s + t:.1f} ms, overhead {100 * (k / (s + t) - 1):+.1f}%)")
+def main(a):
+    dev = torch.device(a.device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu x{a.threads or torch.get_num_threads()}"
+    precision = Precision(dev, a.amp, channels_last=a.channels_last).describe() + (", compiled" if a.compile else "")
+    results = {}
+    forwarded = list(sys.argv[1:])
+    if a.json:  # the phases report on stdout; only this process writes the file
+        i = next(i for i, arg in enumerate(forwarded) if arg.startswith("--json"))
+        del forwarded[i:i + (1 if "=" in forwarded[i] else 2)]
+    for phase in PHASES:
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), *forwarded, "--phase", phase],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"error: the {phase} phase failed:\n{out.stderr.strip().splitlines()[-1] if out.stderr else ''}")
+        results[phase] = json.loads(out.stdout.strip().splitlines()[-1])
+    s, t, k = (results[p]["median_ms"] for p in PHASES)
+    ms, mt, mk = (results[p]["peak_mb"] for p in PHASES)
+    report = {"device": name, "precision": precision, "crop": a.crop, "batch_size": a.batch_size,
+              "student": a.student, "teacher": a.teacher, "teacher_train_mode": a.teacher_train_mode,
+              "iters": a.iters, "phases": results, "kd_over_floor": k / (s + t),
+              "kd_memory_over_sum": mk / (ms + mt)}
+    mem = "MiB max allocated" if dev.type == "cuda" else "MiB peak RSS growth"
+    print(f"device {name}, {precision}, crop {a.crop}, batch {a.batch_size}, median of {a.iters}")
+    print(f"student ({a.student}) step {s:9.1f} ms  {ms:8.0f} {mem}")
+    print(f"teacher ({a.teacher}) fwd  {t:9.1f} ms  {mt:8.0f} {mem}  "
+          f"({'train' if a.teacher_train_mode else 'eval'} mode, no grad)")
+    print(f"AttnFD step            {k:9.1f} ms  {mk:8.0f} {mem}")
+    print(f"AttnFD step / (student step + teacher fwd) = {k / (s + t):.3f}; memory / sum = {mk / (ms + mt):.3f}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return report
 
 
 if __name__ == "__main__":
-    main()
+    args = get_args_parser().parse_args()
+    run_phase(args) if args.phase else main(args)

@@ -19,7 +19,8 @@ from .base import Distiller
 
 
 def attnfd_loss(s, t, normalization="global"):
-    """sum((s/||s|| - t/||t||)^2) / B for (B, C, H, W) tensors."""
+    """sum((s/||s|| - t/||t||)^2) / B for (B, C, H, W) tensors, computed in fp32 (also under autocast)."""
+    s, t = s.float(), t.float()
     if normalization == "global":
         s, t = s / torch.norm(s, p=2), t / torch.norm(t, p=2)
     elif normalization == "channel":
@@ -78,9 +79,8 @@ class AttnFD(Distiller):
         ``warmup=True`` (epoch 0 of the reference) runs the student without autograd: only the
         connectors learn, the student's weights get no gradient (its BN statistics still update).
         """
-        t = self.teacher_features(images)
         with torch.no_grad():
-            t_att = {tap: self.teacher_attention[tap](t.taps[tap]) for tap in TAPS}
+            t_att = {tap: self.teacher_attention[tap](x) for tap, x in self.teacher_features(images).taps.items()}
         with torch.set_grad_enabled(torch.is_grad_enabled() and not warmup):
             s = self.student_features(images)
             s_attention = self.student.attention()

@@ -32,11 +32,12 @@ class Distiller(nn.Module):
         return nn.ModuleList()
 
     @torch.no_grad()
-    def teacher_features(self, images):
-        return self.teacher.forward_features(images, logits=False, aspp_dropout=self.aspp_dropout)
+    def teacher_features(self, images, logits=False, stages=False):
+        """The teacher's taps (and logits / backbone stages only when asked: nothing else is kept)."""
+        return self.teacher.forward_features(images, logits=logits, aspp_dropout=self.aspp_dropout, stages=stages)
 
-    def student_features(self, images):
-        return self.student.forward_features(images, aspp_dropout=self.aspp_dropout)
+    def student_features(self, images, stages=False):
+        return self.student.forward_features(images, aspp_dropout=self.aspp_dropout, stages=stages)
 
     def forward(self, images, warmup=False):
         raise NotImplementedError

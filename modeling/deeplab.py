@@ -45,15 +45,16 @@ class DeepLab(nn.Module):
         """The model's own CBAM modules, by tap name."""
         return {"backbone": self.backbone.cbam, "aspp": self.aspp.cbam, "decoder": self.decoder.cbam}
 
-    def forward_features(self, x, logits=True, aspp_dropout=True):
-        """One forward pass returning logits (None if ``logits=False``), the taps and the stages.
+    def forward_features(self, x, logits=True, aspp_dropout=True, stages=True):
+        """One forward pass returning logits (None if ``logits=False``), the taps and (``stages=True``)
+        the backbone stages; what is not asked for is not kept alive.
 
         ``aspp_dropout=False`` skips the ASPP Dropout(0.5) between the ASPP tap and the decoder, as the
         reference's distillation forward (``extract_feature``) does for teacher and student; plain
         ``forward`` (training a baseline, validation) keeps it.  The decoder's dropouts always stay.
         """
         size = x.shape[2:]
-        stages = self.backbone(x)
+        keep_stages, stages = stages, self.backbone(x)
         act = F.relu if self.backbone.stage_relu else (lambda t: t)
         refine = self.attention() if self.attention_in_path else dict.fromkeys(TAPS, nn.Identity())
         taps = {"backbone": stages[-1]}
@@ -67,10 +68,10 @@ class DeepLab(nn.Module):
         if logits:
             out = self.decoder.classify(refine["decoder"](taps["decoder"]))
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=True)
-        return Features(out, taps, stages)
+        return Features(out, taps, stages if keep_stages else [])
 
     def forward(self, x):
-        return self.forward_features(x).logits
+        return self.forward_features(x, stages=False).logits
 
     def freeze_bn(self):
         """Keep every BatchNorm in eval mode (running statistics fixed) from now on, also in train()."""

@@ -104,7 +104,7 @@ def test_teacher_baseline_distillation_resume_and_eval(work):
             assert torch.equal(v, connectors[k]), f"connector {k} changed after the warm-up"
     changed = [k for k, v in final["state_dict"].items() if "running_" not in k and not torch.equal(v, baseline[k])]
     assert any("cbam.ChannelGate.mlp" in k for k in changed)  # student CBAM Linear layers are optimised
-    assert {"train/attnfd/backbone", "train/attnfd/aspp", "train/attnfd/decoder", "train/attnfd/total"} <= tags(
+    assert {"train/attnfd/backbone", "train/attnfd/aspp", "train/attnfd/decoder", "train/distill/total"} <= tags(
         kd_exp)
 
     # eval with visualisations and JSON

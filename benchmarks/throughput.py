@@ -1,0 +1,89 @@
+"""Whole-CLI training throughput: images/s of train.py and train_kd.py on generated data, as a user runs them.
+
+Generates a synthetic dataset at ``--size`` px (513 by default, Pascal's crop) in the VOC format, writes a
+randomly initialised ResNet-101 teacher checkpoint, runs one epoch of each CLI per precision setting
+(``--no-val``; train_kd.py with ``--no-warmup``, so the epoch is a distillation epoch, not the warm-up),
+and reads images/s and the share of time spent waiting for data from each run's history.json, so a
+data-loading bottleneck shows.  Nothing here measures accuracy.
+
+python benchmarks/throughput.py                                  # CUDA if available; fp32 and --amp --channels-last
+python benchmarks/throughput.py --images 24 --batch-size 4 --no-cuda --json throughput.json
+"""
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from dataloaders.synthetic import generate  # noqa: E402
+from modeling import DeepLab  # noqa: E402
+from utils.device import default_workers  # noqa: E402
+from utils.saver import save_atomic  # noqa: E402
+
+SETTINGS = {"fp32": [], "amp+channels_last": ["--amp", "--channels-last"]}
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=513, help="image side and crop")
+    p.add_argument("--images", type=int, default=None, help="train images (default 96 on CUDA, 24 on CPU)")
+    p.add_argument("--batch-size", type=int, default=6)
+    p.add_argument("--student", default="resnet18")
+    p.add_argument("--workers", type=int, default=default_workers())
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--no-cuda", action="store_true")
+    p.add_argument("--work", default=None, help="folder for data and runs (default: a temporary one)")
+    p.add_argument("--json", default=None)
+    return p
+
+
+def main(a):
+    cuda = torch.cuda.is_available() and not a.no_cuda
+    n = a.images or (96 if cuda else 24)
+    work = a.work or tempfile.mkdtemp(prefix="attnfd-throughput-")
+    data = os.path.join(work, "data")
+    if not os.path.isdir(os.path.join(data, "VOC2012")):
+        print(f"Generating {n} + 4 images of {a.size} px in {data} ...")
+        generate(data, n, 4, a.size, seed=0)
+    teacher = os.path.join(work, "teacher.pth.tar")
+    if not os.path.isfile(teacher):
+        model = DeepLab(num_classes=7, backbone="resnet101")  # synthetic data: 7 classes
+        save_atomic({"state_dict": model.state_dict(), "args": {"backbone": "resnet101"}}, teacher)
+    env = {**os.environ, "ATTNFD_SYNTHETIC_ROOT": os.path.join(data, "VOC2012")}
+    common = ["--dataset", "synthetic", "--base-size", str(a.size), "--crop-size", str(a.size), "--epochs", "1",
+              "--batch-size", str(a.batch_size), "--workers", str(a.workers), "--no-val", "--no-pretrained",
+              "--backbone", a.student, "--run-dir", os.path.join(work, "run")] + (["--no-cuda"] if a.no_cuda else [])
+    rows = []
+    for setting in a.settings:
+        for script, extra in (("train.py", []), ("train_kd.py", ["--teacher_path", teacher, "--no-warmup"])):
+            name = f"{script[:-3]}-{setting}"
+            cmd = [sys.executable, os.path.join(ROOT, script), *common, *extra, *SETTINGS[setting], "--checkname", name]
+            print("$", " ".join(cmd[1:]), flush=True)
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+            if out.returncode != 0:
+                sys.exit(f"error: {script} failed: {out.stderr.strip().splitlines()[-1] if out.stderr else ''}")
+            runs = sorted(glob.glob(os.path.join(work, "run", "synthetic", name, "experiment_*", "history.json")),
+                          key=os.path.getmtime)
+            train = json.load(open(runs[-1]))[-1]["train"]
+            rows.append({"script": script, "setting": setting, "images_per_s": train["images_per_s"],
+                         "data_wait": train["data_wait"]})
+    device = torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()}"
+    print(f"\n{device}, {a.size} px, batch {a.batch_size}, {n} images, {a.workers} workers, one epoch\n")
+    print("| script | precision | images/s | waiting for data |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['script']} | {r['setting']} | {r['images_per_s']:.2f} | {100 * r['data_wait']:.0f}% |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"device": device, "size": a.size, "batch_size": a.batch_size, "images": n,
+                       "workers": a.workers, "rows": rows}, f, indent=2)
+    return rows
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

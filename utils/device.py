@@ -1,0 +1,85 @@
+"""Device and precision setup in one place: which device, which autocast dtype, which memory format.
+
+``--amp`` picks bf16 where the hardware runs it natively (CUDA Ampere or newer; CPUs with AVX512-BF16
+or AMX) and fp16 with a GradScaler on older GPUs.  Parameters, optimizer state and checkpoints stay
+fp32 either way; losses are computed in fp32 (see ``utils.loss`` and ``distillation``).
+"""
+import contextlib
+import functools
+import os
+
+import torch
+
+
+@functools.cache
+def cpu_has_native_bf16():
+    """True on CPUs with bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast is fast."""
+    try:
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
+    except (AttributeError, RuntimeError):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:  # not Linux: trust oneDNN's answer
+        return True
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def amp_dtype(device, amp, requested="auto"):
+    """The autocast dtype for ``--amp`` on ``device`` (None when off). ``requested``: auto, bf16 or fp16."""
+    if not amp:
+        return None
+    if requested == "bf16":
+        return torch.bfloat16
+    if requested == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+class Precision:
+    """Autocast context, GradScaler (fp16 only) and memory format for a training or evaluation run."""
+
+    def __init__(self, device, amp=False, dtype="auto", channels_last=False):
+        self.device = device
+        self.dtype = amp_dtype(device, amp, dtype)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def prepare(self, *modules):
+        """Move modules to the device (and memory format). Parameters stay fp32."""
+        for m in modules:
+            m.to(self.device, memory_format=self.memory_format)
+        return modules[0] if len(modules) == 1 else modules
+
+    def images(self, x):
+        return x.to(self.device, non_blocking=True, memory_format=self.memory_format)
+
+    def backward_step(self, loss, optimizer):
+        """loss.backward() and optimizer.step(), through the GradScaler when fp16."""
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def describe(self):
+        name = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + GradScaler"}[self.dtype]
+        slow = self.device.type == "cpu" and self.dtype is not None and not cpu_has_native_bf16()
+        fmt = ", channels_last" if self.memory_format == torch.channels_last else ""
+        return f"{name}{fmt} on {self.device}" + (" (this CPU has no native bf16: expect it slower)" if slow else "")
+
+
+def default_workers():
+    """DataLoader workers per process: the CPUs this process may use, at most 8."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
