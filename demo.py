@@ -24,6 +24,7 @@ from dataloaders.synthetic import generate  # noqa: E402
 from dataloaders.utils import decode_segmap, denormalize  # noqa: E402
 from modeling import num_params  # noqa: E402
 from trainer import get_args_parser, main  # noqa: E402
+from utils.device import Precision, cpu_has_native_bf16  # noqa: E402
 
 
 def get_demo_parser():
@@ -36,9 +37,14 @@ def get_demo_parser():
     p.add_argument("--n-val", type=int, default=40)
     p.add_argument("--size", type=int, default=64, help="image side; also the crop size")
     p.add_argument("--teacher-epochs", type=int, default=30)
+    p.add_argument("--teacher-batch-size", type=int, default=8,
+                   help="a larger batch than the students': the ResNet-101 runs twice as many images per second")
+    p.add_argument("--teacher-lr", type=float, default=0.1)
     p.add_argument("--student-epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--batch-size", type=int, default=4, help="students' batch size (the README study's)")
+    p.add_argument("--lr", type=float, default=0.05, help="students' learning rate")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (train.py --amp); default: on with CUDA and on CPUs with native bf16")
     p.add_argument("--attn_lambda", type=float, default=2.0)
     p.add_argument("--teacher-eval-interval", type=int, default=5)
     p.add_argument("--workers", type=int, default=2)
@@ -54,26 +60,33 @@ def train(script_args, kd=False):
 
 
 def main_demo(d):
+    started = time.time()
+    cuda = torch.cuda.is_available() and not d.no_cuda
+    if d.amp is None:
+        d.amp = cuda or cpu_has_native_bf16()
+    device = torch.device("cuda" if cuda else "cpu")
+    print(f"Demo precision: {Precision(device, d.amp).describe()}"
+          + ("" if d.amp else " (--amp: only pays off on GPUs and CPUs with native bf16)"))
     root = os.path.join(d.out, "data", "VOC2012")
     if not os.path.isfile(os.path.join(root, "ImageSets", "Segmentation", "val.txt")):
         print(f"Generating the synthetic dataset in {root} ...")
         generate(os.path.join(d.out, "data"), d.n_train, d.n_val, d.size, d.data_seed)
     os.environ["ATTNFD_SYNTHETIC_ROOT"] = root
     common = ["--dataset", "synthetic", "--base-size", str(d.size), "--crop-size", str(d.size),
-              "--batch-size", str(d.batch_size), "--lr", str(d.lr), "--workers", str(d.workers),
-              "--no-pretrained", "--run-dir", os.path.join(d.out, "run"), "--seed", str(d.seed)]
-    if d.no_cuda:
-        common.append("--no-cuda")
+              "--workers", str(d.workers), "--no-pretrained", "--run-dir", os.path.join(d.out, "run"),
+              "--seed", str(d.seed)] + (["--no-cuda"] if d.no_cuda else []) + (["--amp"] if d.amp else [])
+    student = ["--batch-size", str(d.batch_size), "--lr", str(d.lr), *common]
     runs = {}
     runs["teacher (ResNet-101)"] = train(["--backbone", "resnet101", "--epochs", str(d.teacher_epochs),
+                                          "--batch-size", str(d.teacher_batch_size), "--lr", str(d.teacher_lr),
                                           "--eval-interval", str(d.teacher_eval_interval),
                                           "--checkname", "demo-teacher", *common])
     teacher_ckpt = os.path.join(runs["teacher (ResNet-101)"][0].saver.experiment_dir, "checkpoint.pth.tar")
     runs["baseline (ResNet-18)"] = train(["--backbone", "resnet18", "--epochs", str(d.student_epochs),
-                                          "--checkname", "demo-baseline", *common])
+                                          "--checkname", "demo-baseline", *student])
     runs["AttnFD (ResNet-18)"] = train(["--backbone", "resnet18", "--epochs", str(d.student_epochs),
                                         "--checkname", "demo-attnfd", "--teacher_path", teacher_ckpt,
-                                        "--attn_lambda", str(d.attn_lambda), *common], kd=True)
+                                        "--attn_lambda", str(d.attn_lambda), *student], kd=True)
 
     results = {}
     for name, (t, secs) in runs.items():
@@ -85,8 +98,10 @@ def main_demo(d):
     for name, r in results.items():
         print(f"{name:<22} {100 * r['best_mIoU']:9.2f} {100 * r['final_mIoU']:10.2f} {r['params_M']:7.2f}M "
               f"{r['time_s']:6.0f}s")
+    total = time.time() - started
+    print(f"{'total (incl. data, start-up)':<42} {total:6.0f}s")
     with open(os.path.join(d.out, "demo_results.json"), "w") as f:
-        json.dump({"args": vars(d), "results": results}, f, indent=2)
+        json.dump({"args": vars(d), "results": results, "total_s": total}, f, indent=2)
 
     plt.figure(figsize=(6, 4))
     for name, r in results.items():

@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from distillation import AttnFD  # noqa: E402
 from modeling import DeepLab  # noqa: E402
-from trainer import train_step  # noqa: E402
+from trainer import sgd, train_step  # noqa: E402
 from utils.device import Precision  # noqa: E402
 from utils.loss import SegmentationLosses  # noqa: E402
 
@@ -75,7 +75,7 @@ def run_phase(a):
         net = precision.prepare(AttnFD(student or DeepLab(num_classes=a.classes, backbone="resnet18"), teacher,
                                        teacher_train_mode=a.teacher_train_mode)).train()
     params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9)
+    opt = sgd(params, fused=not precision.scaler.is_enabled(), lr=1e-4, momentum=0.9)  # as the trainer's
     step_net = torch.compile(net) if a.compile and a.phase != "teacher" else net
 
     if a.phase == "teacher":

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from .cbam import CBAM
 from .imagenet import init_conv_bn
+from .layers import AtrousConv2d
 
 RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
 
@@ -13,7 +14,7 @@ class ASPPBranch(nn.Module):
     def __init__(self, in_channels, out_channels, kernel_size, dilation):
         super().__init__()
         padding = 0 if kernel_size == 1 else dilation
-        self.atrous_conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding,
+        self.atrous_conv = AtrousConv2d(in_channels, out_channels, kernel_size, padding=padding,
                                      dilation=dilation, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
 

@@ -202,3 +202,24 @@ def test_spatial_attention_is_the_gate_applied_by_forward():
         att = cbam.spatial_attention(x)
         assert att.shape == (2, 1, 5, 5) and bool(((att > 0) & (att < 1)).all())
         torch.testing.assert_close(cbam(x), cbam.ChannelGate(x) * att)
+
+
+@pytest.mark.parametrize("size", [3, 5, 12, 20])
+@pytest.mark.parametrize("dilation", [2, 6, 18])
+def test_atrous_conv_skipping_padding_taps_gives_the_full_conv_outputs_and_gradients(size, dilation):
+    from modeling.layers import AtrousConv2d
+
+    torch.manual_seed(0)
+    fast = AtrousConv2d(8, 4, 3, padding=dilation, dilation=dilation, bias=False)
+    full = torch.nn.Conv2d(8, 4, 3, padding=dilation, dilation=dilation, bias=False)
+    full.load_state_dict(fast.state_dict())
+    x1 = torch.randn(2, 8, size, size, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    g = torch.randn(2, 4, size, size)
+    (fast(x1) * g).sum().backward()
+    (full(x2) * g).sum().backward()
+    torch.testing.assert_close(fast(x1), full(x2), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.weight.grad, full.weight.grad, rtol=1e-5, atol=1e-5)
+    if dilation >= size:  # the shortcut was taken: off-centre weights get exactly zero gradient, as in the full conv
+        assert fast.weight.grad[:, :, 0].abs().sum() == 0

@@ -1,0 +1,142 @@
+"""Mixed precision, channels_last, the fused optimizer and the benchmark scripts, on CPU."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from distillation import AttnFD
+from modeling import DeepLab, model_from_checkpoint
+from trainer import get_args_parser, main, sgd, train_step
+from utils.device import Precision, amp_dtype
+from utils.loss import SegmentationLosses
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+
+def toy_batch(n=4, size=32, classes=3, seed=0):
+    """Images whose left half is bright where the label is 1, right half dark where it is 2."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, size, size, generator=g) * 0.1
+    y = torch.zeros(n, size, size, dtype=torch.long)
+    x[:, :, :, : size // 2] += 1.0
+    y[:, :, : size // 2] = 1
+    x[:, :, size // 2:, size // 2:] -= 1.0
+    y[:, size // 2:, size // 2:] = 2
+    return x, y
+
+
+def test_amp_dtype_choice():
+    assert amp_dtype(CPU, False) is None
+    assert amp_dtype(CPU, True) == torch.bfloat16
+    assert amp_dtype(CPU, True, "fp16") == torch.float16
+    p = Precision(CPU, True, "fp16")
+    assert p.scaler.is_enabled() and not Precision(CPU, True).scaler.is_enabled()
+    assert "fp32" in Precision(CPU).describe() and "bf16" in Precision(CPU, True).describe()
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_amp_trains_a_tiny_problem_on_cpu(dtype):
+    """bf16 autocast (and fp16 through the GradScaler): loss falls, every value stays finite, weights fp32."""
+    torch.manual_seed(0)
+    precision = Precision(CPU, True, dtype, channels_last=True)
+    model = precision.prepare(DeepLab(num_classes=3, backbone="mobilenet")).train()
+    opt = sgd(model.param_groups(0.01), fused=not precision.scaler.is_enabled(), lr=0.01, momentum=0.9)
+    ce = SegmentationLosses().build_loss("ce")
+    x, y = toy_batch()
+    losses = []
+    for _ in range(12):
+        logged = train_step(model, ce, opt, precision, precision.images(x), y)
+        assert logged["total_loss_iter"].dtype == torch.float32
+        losses.append(float(logged["total_loss_iter"]))
+    assert all(torch.isfinite(torch.tensor(losses))), losses
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_attnfd_step_under_bf16_has_fp32_finite_terms_close_to_fp32():
+    torch.manual_seed(0)
+    student, teacher = DeepLab(num_classes=3, backbone="mobilenet"), DeepLab(num_classes=3, backbone="resnet18")
+    kd = AttnFD(student, teacher).train()
+    x, _ = toy_batch()
+    with torch.no_grad():
+        with torch.random.fork_rng():
+            _, fp32 = kd(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, bf16 = kd(x)
+    assert logits.dtype == torch.bfloat16
+    for k, v in bf16.items():
+        assert v.dtype == torch.float32 and torch.isfinite(v)
+        assert abs(float(v) - float(fp32[k])) < 0.05 * float(fp32[k]) + 1e-4, (k, float(v), float(fp32[k]))
+
+
+def test_channels_last_changes_nothing_but_the_layout():
+    torch.manual_seed(0)
+    model = DeepLab(num_classes=3, backbone="resnet18").eval()
+    x, _ = toy_batch()
+    ref = model(x)
+    precision = Precision(CPU, channels_last=True)
+    precision.prepare(model)
+    assert model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(model(precision.images(x)), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_sgd_helper_matches_the_plain_update():
+    torch.manual_seed(0)
+    a = [torch.nn.Parameter(torch.randn(5, 4)) for _ in range(3)]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    kw = dict(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    fast, plain = sgd(a, **kw), torch.optim.SGD(b, foreach=False, **kw)
+    for _ in range(3):
+        for p, q in zip(a, b):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        fast.step()
+        plain.step()
+    for p, q in zip(a, b):
+        torch.testing.assert_close(p, q)
+
+
+def test_checkpoint_written_under_amp_is_fp32_and_predicts_like_bf16(tmp_path, monkeypatch):
+    """train.py --amp --channels-last writes an fp32 checkpoint; rebuilt in fp32 it predicts what the bf16
+    model predicts, up to bf16 tolerance."""
+    from dataloaders.synthetic import generate
+
+    root = generate(tmp_path / "data", n_train=8, n_val=2, size=48, seed=0)
+    monkeypatch.setenv("ATTNFD_SYNTHETIC_ROOT", root)
+    args = get_args_parser().parse_args([
+        "--dataset", "synthetic", "--backbone", "mobilenet", "--base-size", "48", "--crop-size", "48",
+        "--batch-size", "4", "--epochs", "2", "--lr", "0.05", "--workers", "0", "--no-pretrained", "--no-cuda",
+        "--amp", "--channels-last", "--run-dir", str(tmp_path / "run")])
+    trainer = main(args)
+    assert all(torch.isfinite(torch.tensor(h["train"]["total_loss_iter"])) for h in trainer.history)
+    ckpt = torch.load(Path(trainer.saver.experiment_dir) / "checkpoint.pth.tar", weights_only=True)
+    assert all(v.dtype in (torch.float32, torch.int64) for v in ckpt["state_dict"].values())
+    model, _, saved = model_from_checkpoint(ckpt)
+    assert saved["amp"] and saved["channels_last"]
+    model.eval()
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        fp32 = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model(x).float()
+    assert (fp32.argmax(1) == bf16.argmax(1)).float().mean() > 0.97
+    assert (fp32 - bf16).abs().max() < 0.05 * fp32.abs().max() + 0.05
+
+
+def test_step_time_benchmark_reports_every_phase(tmp_path):
+    out = tmp_path / "bench.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--device", "cpu",
+                        "--student", "mobilenet", "--teacher", "resnet18", "--crop", "32", "--batch-size", "2",
+                        "--warmup", "1", "--iters", "2", "--amp", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert set(report["phases"]) == {"student", "teacher", "kd"}
+    assert all(r["median_ms"] > 0 for r in report["phases"].values())
+    s, t, k = (report["phases"][x]["median_ms"] for x in ("student", "teacher", "kd"))
+    assert report["kd_over_floor"] == pytest.approx(k / (s + t))
+    assert "bf16" in report["precision"] and "AttnFD step /" in p.stdout
