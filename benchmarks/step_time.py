@@ -1,8 +1,9 @@
 """Time and memory of one student training step, one teacher forward and one distillation step.
 
 The floor of a distillation step is ``student step + teacher forward``; the report gives each phase's
-median time over ``--iters`` steps (after ``--warmup``) and its peak memory (CUDA: max allocated; CPU:
-peak RSS above the process's size after start-up), each phase measured alone in a fresh process.
+median time over ``--iters`` steps (after ``--warmup``; the phases take turns in one process) and its
+peak memory (CUDA: max allocated; CPU: peak RSS above the process's size after start-up), each phase
+built and run alone in a fresh process for that.
 
 python benchmarks/step_time.py --crop 513 --batch-size 6                       # CUDA if available
 python benchmarks/step_time.py --crop 257 --batch-size 4 --device cpu --amp --channels-last
@@ -52,72 +53,90 @@ def get_args_parser():
 
 
 def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's peak RSS: VmHWM (Linux; ru_maxrss would carry the parent's peak across exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_phase(a):
-    """Build only what ``a.phase`` needs, time it, print one JSON line."""
-    if a.threads:
-        torch.set_num_threads(a.threads)
+def build(a, phases):
+    """Models, optimizer and the step function of each phase in ``phases`` (only what they need)."""
     device = torch.device(a.device)
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
-    base_rss = peak_rss_mb()
     precision = Precision(device, a.amp, channels_last=a.channels_last)
     x = precision.images(torch.randn(a.batch_size, 3, a.crop, a.crop))
     y = torch.randint(0, a.classes, (a.batch_size, a.crop, a.crop), device=device)
     ce = SegmentationLosses().build_loss("ce")
-    student = DeepLab(num_classes=a.classes, backbone=a.student) if a.phase != "teacher" else None
-    teacher = DeepLab(num_classes=a.classes, backbone=a.teacher) if a.phase != "student" else None
-    if a.phase == "student":
-        net = precision.prepare(student).train()
-    else:
-        net = precision.prepare(AttnFD(student or DeepLab(num_classes=a.classes, backbone="resnet18"), teacher,
-                                       teacher_train_mode=a.teacher_train_mode)).train()
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = sgd(params, fused=not precision.scaler.is_enabled(), lr=1e-4, momentum=0.9)  # as the trainer's
-    step_net = torch.compile(net) if a.compile and a.phase != "teacher" else net
+    student = DeepLab(num_classes=a.classes, backbone=a.student) if phases != ["teacher"] else None
+    teacher = DeepLab(num_classes=a.classes, backbone=a.teacher) if phases != ["student"] else None
+    net = precision.prepare(AttnFD(student or DeepLab(num_classes=a.classes, backbone="mobilenet"), teacher,
+                                   teacher_train_mode=a.teacher_train_mode) if teacher else student).train()
+    opt = sgd([p for p in net.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)  # as the trainer's
+    compiled = {m: torch.compile(m) if a.compile else m for m in (student, net) if m is not None}
 
-    if a.phase == "teacher":
-        def fn():
-            with precision.autocast():
-                net.teacher_features(x)
-    else:
-        def fn():
-            train_step(step_net, ce, opt, precision, x, y)
+    def teacher_forward():
+        with precision.autocast():
+            net.teacher_features(x)
 
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(a.warmup):
-        fn()
-    sync()
+    fns = {"student": lambda: train_step(compiled[student], ce, opt, precision, x, y),
+           "teacher": teacher_forward, "kd": lambda: train_step(compiled[net], ce, opt, precision, x, y)}
+    return {p: fns[p] for p in phases}, device
+
+
+def peak_memory(a):
+    """Internal (--phase): peak memory of one phase, built alone in this fresh process; one JSON line."""
+    base_rss = peak_rss_mb()
+    fns, device = build(a, [a.phase])
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(a.iters):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1000)
+        torch.cuda.synchronize()
+    for _ in range(max(a.warmup, 1) + 2):
+        fns[a.phase]()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else peak_rss_mb() - base_rss
-    print(json.dumps({"phase": a.phase, "median_ms": statistics.median(times), "min_ms": min(times),
-                      "max_ms": max(times), "peak_mb": peak}))
+    print(json.dumps({"phase": a.phase, "peak_mb": peak}))
+
+
+def timings(a):
+    """Median ms per phase; the phases take turns (student, teacher, kd, student, ...), so drifts in the
+    machine's speed hit all three alike and the ratio stays meaningful."""
+    fns, device = build(a, list(PHASES))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = {p: [] for p in PHASES}
+    for i in range(a.warmup + a.iters):
+        for phase, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            if i >= a.warmup:
+                times[phase].append((time.perf_counter() - start) * 1000)
+    return {p: {"median_ms": statistics.median(t), "min_ms": min(t), "max_ms": max(t)} for p, t in times.items()}
 
 
 def main(a):
     dev = torch.device(a.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu x{a.threads or torch.get_num_threads()}"
     precision = Precision(dev, a.amp, channels_last=a.channels_last).describe() + (", compiled" if a.compile else "")
-    results = {}
+    if a.threads:
+        torch.set_num_threads(a.threads)
     forwarded = list(sys.argv[1:])
     if a.json:  # the phases report on stdout; only this process writes the file
         i = next(i for i, arg in enumerate(forwarded) if arg.startswith("--json"))
         del forwarded[i:i + (1 if "=" in forwarded[i] else 2)]
+    memory = {}
     for phase in PHASES:
         out = subprocess.run([sys.executable, os.path.abspath(__file__), *forwarded, "--phase", phase],
                              capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"error: the {phase} phase failed:\n{out.stderr.strip().splitlines()[-1] if out.stderr else ''}")
-        results[phase] = json.loads(out.stdout.strip().splitlines()[-1])
+        memory[phase] = json.loads(out.stdout.strip().splitlines()[-1])
+    results = timings(a)
+    for phase in PHASES:
+        results[phase].update(memory[phase])
     s, t, k = (results[p]["median_ms"] for p in PHASES)
     ms, mt, mk = (results[p]["peak_mb"] for p in PHASES)
     report = {"device": name, "precision": precision, "crop": a.crop, "batch_size": a.batch_size,
@@ -139,4 +158,9 @@ def main(a):
 
 if __name__ == "__main__":
     args = get_args_parser().parse_args()
-    run_phase(args) if args.phase else main(args)
+    if args.phase:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        peak_memory(args)
+    else:
+        main(args)

@@ -7,6 +7,7 @@ sigmoid(max_c + mean_c), with no parameters at all.
 """
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class ChannelGate(nn.Module):
@@ -21,7 +22,7 @@ class ChannelGate(nn.Module):
 
     def forward(self, x):
         avg = x.mean(dim=(2, 3), keepdim=True)
-        mx = x.amax(dim=(2, 3), keepdim=True)
+        mx = F.adaptive_max_pool2d(x, 1)  # as the reference's max_pool2d: gradient to one index, no full-map mask
         if self.mlp is None:
             return x * torch.sigmoid(avg + mx)
         att = self.mlp(avg) + self.mlp(mx)
@@ -47,7 +48,7 @@ class SpatialGate(nn.Module):
 
     def attention(self, x):
         """The spatial attention map, B x 1 x H x W in (0, 1)."""
-        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
+        pooled = torch.cat([torch.max(x, dim=1, keepdim=True).values, x.mean(dim=1, keepdim=True)], dim=1)
         att = pooled.sum(dim=1, keepdim=True) if self.spatial is None else self.spatial(pooled)
         return torch.sigmoid(att)
 

@@ -1,4 +1,4 @@
-"""Mixed precision, channels_last, the fused optimizer and the benchmark scripts, on CPU."""
+"""Mixed precision, channels_last, the foreach optimizer and the benchmark scripts, on CPU."""
 import json
 import subprocess
 import sys
@@ -44,7 +44,7 @@ def test_amp_trains_a_tiny_problem_on_cpu(dtype):
     torch.manual_seed(0)
     precision = Precision(CPU, True, dtype, channels_last=True)
     model = precision.prepare(DeepLab(num_classes=3, backbone="mobilenet")).train()
-    opt = sgd(model.param_groups(0.01), fused=not precision.scaler.is_enabled(), lr=0.01, momentum=0.9)
+    opt = sgd(model.param_groups(0.01), lr=0.01, momentum=0.9)
     ce = SegmentationLosses().build_loss("ce")
     x, y = toy_batch()
     losses = []
@@ -90,8 +90,11 @@ def test_sgd_helper_matches_the_plain_update():
     b = [torch.nn.Parameter(p.detach().clone()) for p in a]
     kw = dict(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
     fast, plain = sgd(a, **kw), torch.optim.SGD(b, foreach=False, **kw)
-    for _ in range(3):
-        for p, q in zip(a, b):
+    for step in range(3):
+        for i, (p, q) in enumerate(zip(a, b)):
+            if i == 2 and step == 0:  # a parameter whose first gradient comes later (AttnFD connectors after warm-up)
+                p.grad = q.grad = None
+                continue
             p.grad = torch.randn_like(p)
             q.grad = p.grad.clone()
         fast.step()
