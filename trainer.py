@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn as nn
 from tqdm import tqdm
 
 from dataloaders import DATASETS, class_names, make_data_loader
@@ -23,12 +22,13 @@ from modeling import DeepLab, load_checkpoint, model_from_checkpoint, num_params
 from modeling.backbone import BACKBONES
 from modeling.imagenet import MissingWeightsError
 from mypath import Path
+from utils import distributed
 from utils.calculate_weights import calculate_weights_labels
-from utils.device import Precision, default_workers
+from utils.device import Precision, default_workers, fp32
 from utils.loss import SegmentationLosses
 from utils.lr_scheduler import LRSchedule
 from utils.metrics import Evaluator
-from utils.saver import CheckpointError, Saver, load_file
+from utils.saver import CheckpointError, Saver, load_file, write_text_atomic
 from utils.summaries import TensorboardSummary
 
 EPOCHS = {"coco": 30, "cityscapes": 200, "pascal": 50, "camvid": 200, "synthetic": 10}
@@ -46,12 +46,16 @@ def get_args_parser(kd=False):
                    help="dataloader worker processes (default: this machine's CPUs, at most 8)")
     p.add_argument("--base-size", type=int, default=513, help="base image size of the random scale")
     p.add_argument("--crop-size", type=int, default=513, help="train crop; val short side")
-    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm (takes effect under torch.distributed)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="BatchNorm statistics over the global batch under torchrun (nn.SyncBatchNorm on GPUs, "
+                        "an all-reduce BatchNorm on CPU); no effect in one process")
     p.add_argument("--freeze-bn", action="store_true", help="keep BatchNorm statistics and affine fixed")
     p.add_argument("--loss-type", default="ce", choices=["ce", "focal"])
     p.add_argument("--epochs", type=int, default=None, metavar="N", help="default per dataset: " + str(EPOCHS))
     p.add_argument("--start_epoch", type=int, default=0, metavar="N")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="default 6 per GPU")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="the global batch, split evenly across torchrun processes (default 6 per GPU), so the "
+                        "default lr rule and every loss are those of one process with this batch")
     p.add_argument("--test-batch-size", type=int, default=None, metavar="N",
                    help="accepted for compatibility; validation uses batch 1 since image sizes differ")
     p.add_argument("--use-balanced-weights", action="store_true", help="class-balanced CE weights (cached .npy)")
@@ -71,7 +75,8 @@ def get_args_parser(kd=False):
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convolutions with --amp)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the training forward (slow first epoch; pays off on long GPU runs)")
-    p.add_argument("--gpu-ids", default="0", help="comma-separated GPU ids (several: DataParallel)")
+    p.add_argument("--gpu-ids", default="0",
+                   help="the GPU of a single-process run; several GPUs: torchrun --nproc_per_node=N (README)")
     p.add_argument("--seed", type=int, default=1, metavar="S")
     p.add_argument("--resume", default=None, help="checkpoint to resume from (model, optimizer(s), epoch)")
     p.add_argument("--checkname", default=None, help="run name (default deeplab-<backbone> / attnfd-<backbone>)")
@@ -119,7 +124,16 @@ def finalize_args(args, kd=False):
         args.gpu_ids = [int(s) for s in str(args.gpu_ids).split(",")] if args.gpu_ids != "" else [0]
     except ValueError:
         raise SystemExit(f"error: --gpu-ids must be a comma-separated list of integers, got {args.gpu_ids!r}") from None
-    n_gpu = len(args.gpu_ids) if args.cuda else 1
+    distributed.init(args.cuda)
+    world = distributed.world_size()
+    if len(args.gpu_ids) > 1 and world == 1:
+        raise SystemExit(f"error: --gpu-ids {','.join(map(str, args.gpu_ids))}: several GPUs run as one process each: "
+                         f"torchrun --nproc_per_node={len(args.gpu_ids)} {os.path.basename(sys.argv[0])} ... "
+                         "(CUDA_VISIBLE_DEVICES picks the GPUs)")
+    if args.cuda and world == 1 and args.gpu_ids[0] >= torch.cuda.device_count():
+        raise SystemExit(f"error: --gpu-ids {args.gpu_ids[0]}: this machine has {torch.cuda.device_count()} GPU(s) "
+                         "(ids from 0); pick one of them or pass --no-cuda")
+    n_gpu = world if args.cuda else 1
     if args.epochs is None:
         args.epochs = EPOCHS[args.dataset]
     if args.batch_size is None:
@@ -132,6 +146,9 @@ def finalize_args(args, kd=False):
         args.checkname = ("attnfd-" if kd else "deeplab-") + args.backbone
     if min(args.epochs, args.batch_size, args.eval_interval, args.log_interval) < 1:
         raise SystemExit("error: --epochs, --batch-size, --eval-interval and --log-interval must be positive")
+    if args.batch_size % world:
+        raise SystemExit(f"error: --batch-size {args.batch_size} is the global batch and must split evenly across "
+                         f"{world} processes")
     return args
 
 
@@ -150,21 +167,23 @@ def sgd(params, **kwargs):
     return torch.optim.SGD(params, foreach=True, **kwargs)
 
 
-def train_step(net, criterion, optimizer, precision, image, target, **kwargs):
+def train_step(net, criterion, optimizer, precision, image, target, sync_grads=(), **kwargs):
     """One optimisation step of a model (``net(image) -> logits``) or a distiller (``-> (logits, terms)``).
 
-    The forward runs under ``precision``'s autocast; the CE and every distillation term are fp32.
+    The forward runs under ``precision``'s autocast; the CE and every distillation term are fp32 and are
+    losses of the global batch (identical on every rank).  ``sync_grads``: parameters whose gradients are
+    averaged over ranks by hand, for a ``net`` not wrapped in DDP (the warm-up epoch).
     Returns the detached loss values to log, without a host sync.
     """
     with precision.autocast():
         out = net(image, **kwargs)
     logits, terms = out if isinstance(out, tuple) else (out, {})
-    terms = {k: v.float().mean() for k, v in terms.items()}  # mean: one value per DataParallel replica
-    ce = criterion(logits.float(), target)
+    terms = {k: fp32(v) for k, v in terms.items()}
+    ce = criterion(fp32(logits), target)
     distill = sum(terms.values())
     loss = ce + distill
     optimizer.zero_grad(set_to_none=True)
-    precision.backward_step(loss, optimizer)
+    precision.backward_step(loss, optimizer, sync_grads)
     logged = {"total_loss_iter": loss, "ce": ce, **terms}
     if terms:
         logged["distill/total"] = distill
@@ -174,30 +193,38 @@ def train_step(net, criterion, optimizer, precision, image, target, **kwargs):
 class Trainer:
     def __init__(self, args):
         self.args = args
-        seed_everything(args.seed)
-        self.device = torch.device(f"cuda:{args.gpu_ids[0]}" if args.cuda else "cpu")
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.main = self.rank == 0
+        self.log = print if self.main else (lambda *a, **k: None)
+        seed_everything(args.seed)  # the same initial weights on every rank
+        local = int(os.environ.get("LOCAL_RANK", 0)) if self.world > 1 else args.gpu_ids[0]
+        self.device = torch.device(f"cuda:{local}" if args.cuda else "cpu")
         self.precision = Precision(self.device, args.amp, args.amp_dtype, args.channels_last)
         resume = load_file(args.resume, "--resume") if args.resume else None
 
         kwargs = {"num_workers": args.workers, "pin_memory": args.cuda,
-                  "generator": torch.Generator().manual_seed(args.seed)}
+                  "generator": torch.Generator().manual_seed(args.seed + self.rank)}
         if args.workers > 0:
             kwargs.update(persistent_workers=True, prefetch_factor=4)
-        self.train_loader, self.val_loader, self.test_loader, self.nclass = make_data_loader(args, **kwargs)
+        self.train_loader, self.val_loader, self.test_loader, self.nclass = make_data_loader(
+            args, batch_size=args.batch_size // self.world, shard=self.world > 1, **kwargs)
         self.class_names = class_names(args.dataset)
 
         self.model = DeepLab(num_classes=self.nclass, backbone=args.backbone, output_stride=args.out_stride,
                              pretrained_backbone=not args.no_pretrained,
                              attention_in_path=args.attention_in_path, freeze_bn=args.freeze_bn)
         self.distiller = self._build_distiller() if args.kd else None
-        self.precision.prepare(self.model, *([self.distiller] if self.distiller is not None else []))
         self.net = self.distiller if self.distiller is not None else self.model
-        if args.cuda and len(args.gpu_ids) > 1:
-            self.net = nn.DataParallel(self.net, device_ids=args.gpu_ids)
-        self.step_net = torch.compile(self.net) if args.compile else self.net
-        print(f"Precision: {self.precision.describe()}" + (", torch.compile" if args.compile else ""))
-        if args.sync_bn and not torch.distributed.is_initialized():
-            print("note: --sync-bn has no effect in a single process (it applies under torch.distributed)")
+        if args.sync_bn and self.world > 1:
+            distributed.convert_sync_batchnorm(self.net, args.cuda)  # teacher too: its train-mode BN statistics
+        elif args.sync_bn:
+            self.log("note: --sync-bn has no effect in a single process (it applies under torchrun)")
+        self.precision.prepare(self.net)
+        self._wrapped = None  # DDP (and torch.compile) wrapper, built at the first non-warm-up step
+        seed_everything(args.seed + self.rank)  # per-rank dropout and augmentation
+        self.log(f"Precision: {self.precision.describe()}" + (", torch.compile" if args.compile else "")
+                 + (f"; {self.world} processes (DDP, {'NCCL' if args.cuda else 'gloo'}), global batch "
+                    f"{args.batch_size} = {self.world} x {args.batch_size // self.world}" if self.world > 1 else ""))
 
         opt = dict(momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov)
         groups = self.model.param_groups(args.lr, attention_mlp=not (args.kd and args.student_cbam_mlp == "frozen"))
@@ -216,22 +243,26 @@ class Trainer:
                 cache = os.path.join(args.run_dir, f"{args.dataset}_classes_weights.npy")
             weight = torch.from_numpy(calculate_weights_labels(self.train_loader.dataset, self.nclass, cache)).float()
         self.criterion = SegmentationLosses(weight=weight).build_loss(mode=args.loss_type)
+        self.val_criterion = SegmentationLosses(weight=weight, over_ranks=False).build_loss(mode=args.loss_type)
         self.evaluator = Evaluator(self.nclass, self.device)
         self.schedule = LRSchedule(args.lr_scheduler, args.epochs, len(self.train_loader), args.lr_step)
         self.best_pred, self.history = 0.0, []
         if resume is not None:
             self._resume(resume)
 
-        # Nothing is written before this point: bad input leaves no half-made run behind.
+        # Nothing is written before this point: bad input leaves no half-made run behind.  Only rank 0 writes.
         experiment_dir = None
         if args.resume and not args.ft and os.path.basename(os.path.dirname(os.path.abspath(args.resume))) \
                 .startswith("experiment_"):
             experiment_dir = os.path.dirname(os.path.abspath(args.resume))  # continue that experiment
-        self.saver = Saver(args, experiment_dir)
-        self.saver.save_experiment_config()
-        self.summary = TensorboardSummary(self.saver.experiment_dir)
-        self.writer = self.summary.create_summary()
-        print(f"Student DeepLab({args.backbone}): {num_params(self.model) / 1e6:.2f}M parameters "
+        self.saver = self.summary = None
+        self.writer = NullWriter()
+        if self.main:
+            self.saver = Saver(args, experiment_dir)
+            self.saver.save_experiment_config()
+            self.summary = TensorboardSummary(self.saver.experiment_dir)
+            self.writer = self.summary.create_summary()
+        self.log(f"Student DeepLab({args.backbone}): {num_params(self.model) / 1e6:.2f}M parameters "
               f"({num_params(self.model, attention=False) / 1e6:.2f}M without CBAM)")
 
     def _build_distiller(self):
@@ -248,7 +279,7 @@ class Trainer:
         except ValueError as e:
             raise CheckpointError(f"--teacher-attention checkpoint: {args.teacher_path} {e}") from None
         args.teacher_attention = mode
-        print(f"Teacher DeepLab({self.teacher.backbone_name}) from {args.teacher_path}: "
+        self.log(f"Teacher DeepLab({self.teacher.backbone_name}) from {args.teacher_path}: "
               f"{num_params(self.teacher) / 1e6:.2f}M parameters; teacher attention: {mode} ({why}); teacher mode: "
               f"{'train (batch-statistics BN, dropout; no autograd)' if args.teacher_train_mode else 'eval (frozen)'}")
         return build_distiller(args.method, self.model, self.teacher, args)
@@ -261,7 +292,7 @@ class Trainer:
             raise CheckpointError(f"--resume {args.resume}: {e}") from None
         if args.ft:
             args.start_epoch = 0
-            print(f"Fine-tuning from {args.resume} (weights only)")
+            self.log(f"Fine-tuning from {args.resume} (weights only)")
             return
         if "optimizer" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -272,16 +303,33 @@ class Trainer:
         args.start_epoch = int(ckpt.get("epoch", 0))
         self.best_pred = float(ckpt.get("best_pred", 0.0))
         self.history = list(ckpt.get("history", []))
-        print(f"Resumed {args.resume} at epoch {args.start_epoch} (best mIoU {self.best_pred:.4f})")
+        self.log(f"Resumed {args.resume} at epoch {args.start_epoch} (best mIoU {self.best_pred:.4f})")
+
+    def train_net(self, warmup):
+        """What a training step calls: the distiller/model, under DDP with several processes (the warm-up
+        epoch, where only the connectors learn, runs it unwrapped and averages their gradients by hand)."""
+        if warmup:
+            return self.net
+        if self._wrapped is None:
+            net = self.net
+            if self.world > 1:
+                net = torch.nn.parallel.DistributedDataParallel(
+                    net, device_ids=[self.device.index] if self.args.cuda else None, static_graph=True)
+            self._wrapped = torch.compile(net) if self.args.compile else net
+        return self._wrapped
 
     def training(self, epoch):
         args = self.args
         warmup = self.warmup_optimizer is not None and epoch == 0
         optimizer = self.warmup_optimizer if warmup else self.optimizer
+        net = self.train_net(warmup)
+        sync = list(self.distiller.extra_modules().parameters()) if warmup and self.world > 1 else ()
+        if hasattr(self.train_loader.sampler, "set_epoch"):
+            self.train_loader.sampler.set_epoch(epoch)
         self.net.train()
         totals, pending, n, data_wait = {}, [], 0, 0.0
         start = time.perf_counter()
-        tbar = tqdm(self.train_loader, desc="Train", dynamic_ncols=True)
+        tbar = tqdm(self.train_loader, desc="Train", dynamic_ncols=True, disable=not self.main)
         tick = time.perf_counter()
         for i, sample in enumerate(tbar):
             data_wait += time.perf_counter() - tick
@@ -289,7 +337,7 @@ class Trainer:
             image = self.precision.images(sample["image"])
             target = sample["label"].to(self.device, non_blocking=True)
             kwargs = {"warmup": warmup} if self.distiller is not None else {}
-            logged = train_step(self.step_net, self.criterion, optimizer, self.precision, image, target, **kwargs)
+            logged = train_step(net, self.criterion, optimizer, self.precision, image, target, sync, **kwargs)
             pending.append((epoch * len(self.train_loader) + i, lr, logged))
             n += 1
             if len(pending) == args.log_interval or i == len(self.train_loader) - 1:
@@ -300,16 +348,19 @@ class Trainer:
             tick = time.perf_counter()
         seconds = time.perf_counter() - start
         means = {k: v / max(n, 1) for k, v in totals.items()}
-        means["images_per_s"] = n * args.batch_size / seconds
+        means["images_per_s"] = n * args.batch_size / seconds  # global batch: images/s of all processes
         means["data_wait"] = data_wait / seconds
         self.writer.add_scalar("train/total_loss_epoch", means.get("total_loss_iter", 0.0), epoch)
         self.writer.add_scalar("train/images_per_s", means["images_per_s"], epoch)
-        print(f"[Epoch: {epoch}, numImages: {n * args.batch_size:5d}] Loss: {totals.get('total_loss_iter', 0.0):.3f}"
-              f" ({means['images_per_s']:.1f} images/s, {100 * means['data_wait']:.0f}% waiting for data)"
-              + (" (warm-up: connectors only)" if warmup else ""))
+        self.log(f"[Epoch: {epoch}, numImages: {n * args.batch_size:5d}] Loss: {totals.get('total_loss_iter', 0.0):.3f}"
+                 f" ({means['images_per_s']:.1f} images/s, {100 * means['data_wait']:.0f}% waiting for data)"
+                 + (" (warm-up: connectors only)" if warmup else ""))
         return means
 
     def _log(self, pending, totals):
+        """Losses are global-batch values, the same on every rank: rank 0 reads and writes them."""
+        if not self.main:
+            return
         values = torch.stack([torch.stack(list(logged.values())) for _, _, logged in pending]).tolist()
         for (step, lr, logged), row in zip(pending, values):
             for k, v in zip(logged, row):
@@ -319,39 +370,44 @@ class Trainer:
 
     @torch.no_grad()
     def validation(self, epoch):
+        """Each rank evaluates its shard of the val set; the confusion matrices and losses are summed, so
+        the metrics equal a single-process evaluation."""
         self.model.eval()
         self.evaluator.reset()
-        test_loss, n = 0.0, 0
-        tbar = tqdm(self.val_loader, desc="Val", dynamic_ncols=True)
-        for i, sample in enumerate(tbar):
+        test_loss, n = torch.zeros((), dtype=torch.float64, device=self.device), 0
+        tbar = tqdm(self.val_loader, desc="Val", dynamic_ncols=True, disable=not self.main)
+        first = None
+        for sample in tbar:
             image = self.precision.images(sample["image"])
             target = sample["label"].to(self.device)
             with self.precision.autocast():
                 output = self.model(image)
-            output = output.float()
-            test_loss += float(self.criterion(output, target))
+            output = fp32(output)
+            test_loss += self.val_criterion(output, target)
             n += 1
-            pred = output.argmax(dim=1)
-            self.evaluator.add_batch(target, pred)
-            if i == 0:
-                self._first_val = (image, target, output)
-            tbar.set_description(f"Val loss: {test_loss / n:.3f}")
+            self.evaluator.add_batch(target, output.argmax(dim=1))
+            if first is None:
+                first = (image, target, output)
         self.evaluator.all_reduce()
+        test_loss = float(distributed.sum_over_ranks(test_loss))
+        n = int(distributed.sum_over_ranks(torch.tensor(n, device=self.device)))
         r = self.evaluator.results()
+        r["loss"] = test_loss
+        if not self.main:
+            return r
         for k in ("mIoU", "Acc", "Acc_class", "fwIoU"):
             self.writer.add_scalar(f"val/{k}", r[k], epoch)
         self.writer.add_scalar("val/total_loss_epoch", test_loss, epoch)
         for name, iou in zip(self.class_names, r["IoU"]):
             if iou is not None:
                 self.writer.add_scalar(f"val/IoU/{name}", iou, epoch)
-        image, target, output = self._first_val
-        self.summary.visualize_image(self.writer, self.args.dataset, image, target, output, epoch,
-                                     png_dir=os.path.join(self.saver.experiment_dir, "vis"))
+        if first is not None:
+            self.summary.visualize_image(self.writer, self.args.dataset, *first, epoch,
+                                         png_dir=os.path.join(self.saver.experiment_dir, "vis"))
         print(f"Validation: [Epoch: {epoch}, numImages: {n:5d}]")
         print(f"Acc:{r['Acc']:.4f}, Acc_class:{r['Acc_class']:.4f}, mIoU:{r['mIoU']:.4f}, fwIoU: {r['fwIoU']:.4f}")
         print("Per-class IoU: " + ", ".join(f"{c}={'n/a' if v is None else f'{v:.3f}'}"
                                            for c, v in zip(self.class_names, r["IoU"])))
-        r["loss"] = test_loss
         return r
 
     def state(self, epoch):
@@ -366,7 +422,7 @@ class Trainer:
 
     def fit(self):
         args = self.args
-        print(f"Starting Epoch: {args.start_epoch}\nTotal Epoches: {args.epochs}")
+        self.log(f"Starting Epoch: {args.start_epoch}\nTotal Epoches: {args.epochs}")
         start = time.time()
         for epoch in range(args.start_epoch, args.epochs):
             train = self.training(epoch)
@@ -378,13 +434,24 @@ class Trainer:
                 if val["mIoU"] > self.best_pred:
                     self.best_pred, is_best = val["mIoU"], True
             self.history.append(record)
-            self.saver.save_checkpoint(self.state(epoch), is_best)
-            with open(os.path.join(self.saver.experiment_dir, "history.json"), "w") as f:
-                json.dump(self.history, f, indent=1)
+            if self.main:
+                self.saver.save_checkpoint(self.state(epoch), is_best)
+                write_text_atomic(os.path.join(self.saver.experiment_dir, "history.json"),
+                                  json.dumps(self.history, indent=1))
         self.writer.close()
         self.elapsed = time.time() - start
-        print(f"Best mIoU {self.best_pred:.4f}; run directory {self.saver.experiment_dir}")
+        self.log(f"Best mIoU {self.best_pred:.4f}; run directory {self.saver.experiment_dir if self.main else ''}")
         return self.best_pred
+
+
+class NullWriter:
+    """The tensorboard writer of ranks other than 0: they write nothing."""
+
+    def add_scalar(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        pass
 
 
 def one_line(e):
@@ -402,6 +469,9 @@ def main(args, kd=False):
         trainer = Trainer(args)
         trainer.fit()
     except (DatasetError, CheckpointError, MissingWeightsError) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
+        where = f" (rank {distributed.rank()})" if distributed.world_size() > 1 else ""
+        print(f"error: {one_line(e)}{where}", file=sys.stderr)  # torchrun then stops the other ranks
         sys.exit(2)
+    finally:
+        distributed.cleanup()
     return trainer

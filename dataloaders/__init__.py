@@ -43,18 +43,29 @@ def build_dataset(args, split, full_res=False):
     raise DatasetError(f"--dataset {name!r} is not supported; choose one of {', '.join(DATASETS)}")
 
 
-def make_data_loader(args, train_sampler=None, val_sampler=None, **kwargs):
+def make_data_loader(args, train_sampler=None, val_sampler=None, batch_size=None, shard=False, **kwargs):
     """Reference signature and return value.  The val loader uses batch size 1 (sizes differ).
 
     Train batches drop the last incomplete batch (a batch of one breaks BatchNorm on the pooled
-    ASPP branch).  ``args.full_res_val`` evaluates at original resolution.
+    ASPP branch).  ``args.full_res_val`` evaluates at original resolution.  ``batch_size``: this
+    process's batch (default ``args.batch_size``); ``shard``: under torch.distributed, each process
+    takes its part of the train set (DistributedSampler, reshuffled by ``set_epoch``) and of the val set
+    (every image exactly once over all processes).
     """
+    batch_size = batch_size or args.batch_size
     train_set = build_dataset(args, "train")
     val_set = build_dataset(args, "val", full_res=getattr(args, "full_res_val", False))
+    if shard:
+        from torch.utils.data.distributed import DistributedSampler
+
+        from utils.distributed import ShardSampler
+
+        train_sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed, drop_last=True)
+        val_sampler = ShardSampler(val_set)
     test_loader = None
     if args.dataset == "camvid":
         test_loader = DataLoader(build_dataset(args, "test"), batch_size=1, shuffle=False, **kwargs)
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=train_sampler is None,
-                              sampler=train_sampler, drop_last=len(train_set) > args.batch_size, **kwargs)
+    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=train_sampler is None,
+                              sampler=train_sampler, drop_last=len(train_set) > batch_size, **kwargs)
     val_loader = DataLoader(val_set, batch_size=1, shuffle=False, sampler=val_sampler, **kwargs)
     return train_loader, val_loader, test_loader, train_set.num_classes

@@ -14,20 +14,32 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from modeling import CBAM, TAPS
+from utils.device import fp32
+from utils.distributed import global_batch, sum_over_ranks, world_size
 
 from .base import Distiller
 
 
 def attnfd_loss(s, t, normalization="global"):
-    """sum((s/||s|| - t/||t||)^2) / B for (B, C, H, W) tensors, computed in fp32 (also under autocast)."""
-    s, t = s.float(), t.float()
+    """sum((s/||s|| - t/||t||)^2) / B for (B, C, H, W) tensors, computed in fp32 (also under autocast).
+
+    Under torch.distributed, ||.|| is the norm of the global batch tensor, the sum runs over the global
+    batch and B is the global batch size, so every rank holds the single-process loss (``sum_over_ranks``
+    is differentiable).
+    """
+    s, t = fp32(s), fp32(t)
     if normalization == "global":
-        s, t = s / torch.norm(s, p=2), t / torch.norm(t, p=2)
+        s, t = s / _global_norm(s), t / _global_norm(t)
     elif normalization == "channel":
         s, t = F.normalize(s.flatten(2), dim=2), F.normalize(t.flatten(2), dim=2)
     else:
         raise ValueError(f"normalization must be 'global' or 'channel', got {normalization!r}")
-    return (s - t).pow(2).sum() / s.shape[0]
+    return sum_over_ranks((s - t).pow(2).sum()) / global_batch(s)
+
+
+def _global_norm(x):
+    n = torch.norm(x, p=2)
+    return n if world_size() == 1 else sum_over_ranks(n * n).sqrt()
 
 
 def resolve_teacher_attention(mode, missing, in_path=False):

@@ -27,6 +27,11 @@ def cpu_has_native_bf16():
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def fp32(x):
+    """``x`` in fp32 when it is a 16-bit float (autocast output); wider dtypes stay as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def amp_dtype(device, amp, requested="auto"):
     """The autocast dtype for ``--amp`` on ``device`` (None when off). ``requested``: auto, bf16 or fp16."""
     if not amp:
@@ -63,9 +68,17 @@ class Precision:
     def images(self, x):
         return x.to(self.device, non_blocking=True, memory_format=self.memory_format)
 
-    def backward_step(self, loss, optimizer):
-        """loss.backward() and optimizer.step(), through the GradScaler when fp16."""
+    def backward_step(self, loss, optimizer, sync_grads=()):
+        """loss.backward() and optimizer.step(), through the GradScaler when fp16; the gradients of
+        ``sync_grads`` are averaged over ranks in between (what DDP does for the parameters it wraps)."""
         self.scaler.scale(loss).backward()
+        if sync_grads:
+            import torch.distributed as dist
+
+            grads = [p.grad for p in sync_grads if p.grad is not None]
+            for g in grads:
+                dist.all_reduce(g)
+                g.div_(dist.get_world_size())
         self.scaler.step(optimizer)
         self.scaler.update()
 

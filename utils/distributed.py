@@ -1,0 +1,154 @@
+"""torch.distributed in one place: start-up from torchrun or SLURM, rank helpers, reductions, sharding.
+
+``python train.py ...`` runs one process; ``torchrun --nproc_per_node=N train.py ...`` (or ``srun`` under
+SLURM with MASTER_ADDR/MASTER_PORT exported) runs N, one per GPU (NCCL) or per CPU slot (gloo).
+Losses reduce over ranks through :func:`sum_over_ranks`, which is differentiable: each rank then holds the
+loss of the whole global batch, and DDP's gradient average turns into that loss's gradient.
+"""
+import os
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import Sampler
+
+
+def _env_ranks():
+    """(rank, world_size, local_rank) from torchrun's or SLURM's environment, or None for one process."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env and "MASTER_ADDR" in env:
+        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
+    return None
+
+
+def init(cuda):
+    """Join the process group when started by torchrun/SLURM; return the device this process uses."""
+    ranks = _env_ranks()
+    if ranks is None or is_initialized():
+        return None
+    rank, world, local = ranks
+    if cuda:
+        torch.cuda.set_device(local)
+    os.environ.setdefault("MASTER_PORT", "29500")
+    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
+    return torch.device(f"cuda:{local}" if cuda else "cpu")
+
+
+def is_initialized():
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank():
+    return dist.get_rank() if is_initialized() else 0
+
+
+def world_size():
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def is_main():
+    return rank() == 0
+
+
+def barrier():
+    if is_initialized():
+        dist.barrier()
+
+
+def cleanup():
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def sum_over_ranks(x):
+    """Sum of ``x`` over all ranks, differentiable (backward sums the gradients too); ``x`` alone in one process."""
+    if not is_initialized():
+        return x
+    if x.requires_grad:
+        return _SumOverRanks.apply(x)
+    x = x.clone()
+    dist.all_reduce(x)
+    return x
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """all_reduce(SUM) whose backward is all_reduce(SUM) of the gradients: d(sum_r x_r)/dx_q summed over
+    the ranks whose losses used the sum."""
+
+    @staticmethod
+    def forward(ctx, x):
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def global_batch(x):
+    """Samples in the global batch of which ``x`` (B x ...) is this rank's part."""
+    return x.shape[0] * world_size()
+
+
+class ShardSampler(Sampler):
+    """Indices ``rank::world_size`` of a dataset, in order and without padding, so that sharded evaluation
+    visits every sample exactly once (DistributedSampler pads with repeats, which would count twice)."""
+
+    def __init__(self, dataset, rank_=None, world=None):
+        self.n, self.rank = len(dataset), rank() if rank_ is None else rank_
+        self.world = world_size() if world is None else world
+
+    def __iter__(self):
+        return iter(range(self.rank, self.n, self.world))
+
+    def __len__(self):
+        return len(range(self.rank, self.n, self.world))
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the global batch across ranks, for CPU (gloo):
+    nn.SyncBatchNorm runs on GPUs only.  Mean and variance come from per-rank sums through the
+    differentiable ``sum_over_ranks``, so the backward matches a single process too.  Same parameters,
+    buffers and state-dict keys as nn.BatchNorm2d."""
+
+    def forward(self, x):
+        if not (self.training and is_initialized()):
+            return super().forward(x)
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        n = sum_over_ranks(torch.tensor(float(xf.numel() // xf.shape[1])))
+        mean = sum_over_ranks(xf.sum(dim=(0, 2, 3))) / n
+        var = sum_over_ranks(((xf - mean[None, :, None, None]) ** 2).sum(dim=(0, 2, 3))) / n
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / max(float(n) - 1, 1.0), m)
+        y = (xf - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y.to(x.dtype)
+
+
+def convert_sync_batchnorm(module, cuda):
+    """Every BatchNorm of ``module`` to nn.SyncBatchNorm (CUDA) or :class:`GlobalBatchNorm2d` (CPU), with the
+    same parameters and buffers (the optimizer's references stay valid)."""
+    if cuda:
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            new = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                    child.track_running_stats)
+            new.weight, new.bias = child.weight, child.bias
+            new.running_mean, new.running_var = child.running_mean, child.running_var
+            new.num_batches_tracked = child.num_batches_tracked
+            new.train(child.training)
+            setattr(module, name, new)
+        else:
+            convert_sync_batchnorm(child, cuda)
+    return module
