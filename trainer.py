@@ -241,7 +241,11 @@ class Trainer:
                                  f"{args.dataset}{'_sbd' if args.use_sbd else ''}_classes_weights.npy")
             if not os.access(os.path.dirname(os.path.abspath(cache)), os.W_OK):
                 cache = os.path.join(args.run_dir, f"{args.dataset}_classes_weights.npy")
+            if not self.main:
+                distributed.barrier()  # rank 0 computes and caches the weights; the others then read the cache
             weight = torch.from_numpy(calculate_weights_labels(self.train_loader.dataset, self.nclass, cache)).float()
+            if self.main:
+                distributed.barrier()
         self.criterion = SegmentationLosses(weight=weight).build_loss(mode=args.loss_type)
         self.val_criterion = SegmentationLosses(weight=weight, over_ranks=False).build_loss(mode=args.loss_type)
         self.evaluator = Evaluator(self.nclass, self.device)
@@ -341,8 +345,9 @@ class Trainer:
             pending.append((epoch * len(self.train_loader) + i, lr, logged))
             n += 1
             if len(pending) == args.log_interval or i == len(self.train_loader) - 1:
-                self._log(pending, totals)  # the one host sync every --log-interval steps
+                self._log(pending, totals)  # the one host sync every --log-interval steps (rank 0)
                 pending = []
+            if self.main and not pending:
                 tbar.set_description(f"Train loss: {totals['total_loss_iter'] / n:.3f}"
                                      + (" (warm-up)" if warmup else ""))
             tick = time.perf_counter()

@@ -166,3 +166,45 @@ def test_demo_runs_end_to_end_on_a_tiny_budget(tmp_path):
     assert len(results["AttnFD (ResNet-18)"]["curve"]) == 2
     for name in ("demo_curves.png", "demo_predictions.png"):
         assert (tmp_path / "demo" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def torchrun(script, *args, env, cwd, nproc=2):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           str(ROOT / script), *args]
+    p = subprocess.run(cmd, cwd=cwd, env=dict(env, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise AssertionError(f"torchrun {script} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def test_torchrun_two_processes_train_distill_and_resume(work, tmp_path):
+    """torchrun --nproc_per_node 2 on CPU (gloo): one experiment directory per run, written by rank 0 alone,
+    the global batch split in two, and --resume continuing the same experiment."""
+    _, env = work
+    runs = tmp_path / "run" / "synthetic"
+    common = [*COMMON, "--run-dir", str(tmp_path / "run"), "--sync-bn"]
+    p = torchrun("train.py", "--backbone", "resnet18", "--epochs", "1", "--checkname", "t", *common,
+                 env=env, cwd=tmp_path)
+    assert "2 processes (DDP, gloo), global batch 4 = 2 x 2" in p.stdout
+    assert p.stdout.count("Validation: [Epoch: 0, numImages:     2]") == 1  # rank 0 reports, both images counted
+    teacher = runs / "t" / "experiment_0" / "checkpoint.pth.tar"
+    kd = ["--backbone", "resnet18", "--teacher_path", str(teacher), "--checkname", "kd", *common]
+    torchrun("train_kd.py", "--epochs", "2", *kd, env=env, cwd=tmp_path)  # warm-up epoch, then one under DDP
+    exp = runs / "kd" / "experiment_0"
+    first = load(exp / "checkpoint.pth.tar")
+    assert first["epoch"] == 2 and not any(k.startswith("module.") for k in first["state_dict"])
+    torchrun("train_kd.py", "--epochs", "3", "--resume", str(exp / "checkpoint.pth.tar"), *kd, env=env, cwd=tmp_path)
+    final = load(exp / "checkpoint.pth.tar")
+    assert final["epoch"] == 3 and len(final["history"]) == 3
+    assert sorted(p.name for p in (runs / "kd").iterdir()) == ["experiment_0", "model_best.pth.tar"]
+    assert sorted(p.name for p in (runs / "t").iterdir()) == ["experiment_0", "model_best.pth.tar"]
+    assert len(list(exp.glob("events.out.tfevents*"))) == 2  # one per run (rank 0), not one per rank
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing else written anywhere
+
+    # an error on the ranks: the one-line message, a non-zero exit, no run directory
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "train_kd.py"), *kd[:2], "--teacher_path", "missing.pth", *common, "--checkname", "bad"]
+    p = subprocess.run(cmd, cwd=tmp_path, env=dict(env, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode != 0 and "error: --teacher_path: no checkpoint at missing.pth" in p.stdout + p.stderr
+    assert not (runs / "bad").exists()
