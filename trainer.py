@@ -251,8 +251,15 @@ class Trainer:
         self.evaluator = Evaluator(self.nclass, self.device)
         self.schedule = LRSchedule(args.lr_scheduler, args.epochs, len(self.train_loader), args.lr_step)
         self.best_pred, self.history = 0.0, []
+        self.connectors_loaded = False
         if resume is not None:
             self._resume(resume)
+        if self.warmup_optimizer is not None and args.start_epoch > 0 and not self.connectors_loaded:
+            # no warm-up epoch in this run and no trained connectors to resume: they train with the student
+            # (the reference would leave them random for good)
+            self.optimizer.add_param_group({"params": extra, "lr": args.lr})
+            self.log(f"note: the run starts at epoch {args.start_epoch}, past the connector warm-up, without "
+                     "trained connectors: they train with the student")
 
         # Nothing is written before this point: bad input leaves no half-made run behind.  Only rank 0 writes.
         experiment_dir = None
@@ -299,9 +306,14 @@ class Trainer:
             self.log(f"Fine-tuning from {args.resume} (weights only)")
             return
         if "optimizer" in ckpt:
+            if self.distiller is not None and len(ckpt["optimizer"].get("param_groups", [])) == \
+                    len(self.optimizer.param_groups) + 1:  # saved by a run whose connectors trained with the student
+                self.optimizer.add_param_group({"params": list(self.distiller.extra_modules().parameters()),
+                                                "lr": args.lr})
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.distiller is not None and "connectors" in ckpt:
             self.distiller.extra_modules().load_state_dict(ckpt["connectors"])
+            self.connectors_loaded = True
             if self.warmup_optimizer is not None and "warmup_optimizer" in ckpt:
                 self.warmup_optimizer.load_state_dict(ckpt["warmup_optimizer"])
         args.start_epoch = int(ckpt.get("epoch", 0))

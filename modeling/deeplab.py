@@ -92,10 +92,15 @@ class DeepLab(nn.Module):
         The reference collects only Conv2d/BN parameters, so its CBAM Linear layers (the channel
         gate's MLP) never train; here every parameter of a part trains with that part, unless
         ``attention_mlp=False`` reproduces the reference (CBAM's spatial conv + BN still train).
+        With ``freeze_bn`` the BatchNorm weights and biases are left out, as the reference's
+        ``get_1x_lr_params`` does, so they stay fixed with the statistics.
         """
         def params(*parts):
-            return [p for m in parts for n, p in m.named_parameters()
-                    if p.requires_grad and (attention_mlp or ".ChannelGate.mlp." not in f".{n}")]
+            frozen = nn.modules.batchnorm._BatchNorm if self.bn_frozen else ()
+            return [p for part in parts for name, m in part.named_modules()
+                    for n, p in m.named_parameters(recurse=False)
+                    if p.requires_grad and not isinstance(m, frozen)
+                    and (attention_mlp or ".ChannelGate.mlp." not in f".{name}.{n}")]
 
         return [{"params": params(self.backbone), "lr": lr}, {"params": params(self.aspp, self.decoder), "lr": lr * 10}]
 

@@ -1,0 +1,67 @@
+"""Bugs of issue [8/9], each with the test that failed before its fix."""
+import pytest
+import torch
+
+from dataloaders.synthetic import generate
+from modeling import DeepLab
+from trainer import Trainer, finalize_args, get_args_parser
+from utils.saver import save_atomic
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bugs")
+    root = generate(tmp / "data", n_train=8, n_val=2, size=32, seed=0)
+    teacher = tmp / "teacher.pth.tar"
+    torch.manual_seed(0)
+    save_atomic({"state_dict": DeepLab(num_classes=7, backbone="resnet18").state_dict(),
+                 "args": {"backbone": "resnet18"}}, str(teacher))
+    return tmp, root, teacher
+
+
+def kd_trainer(data, monkeypatch, *extra):
+    tmp, root, teacher = data
+    monkeypatch.setenv("ATTNFD_SYNTHETIC_ROOT", root)
+    args = get_args_parser(kd=True).parse_args([
+        "--dataset", "synthetic", "--backbone", "mobilenet", "--base-size", "32", "--crop-size", "32",
+        "--batch-size", "4", "--lr", "0.05", "--workers", "0", "--no-pretrained", "--no-cuda", "--no-val",
+        "--teacher_path", str(teacher), "--run-dir", str(tmp / "run"), *extra])
+    return Trainer(finalize_args(args, kd=True))
+
+
+def test_connectors_learn_when_the_run_starts_past_the_warmup_epoch(data, monkeypatch):
+    """--start_epoch 1 (or --resume of a checkpoint without connectors) skips the epoch-0 warm-up, where
+    the reference trains its connectors; they then trained with nothing and stayed random."""
+    t = kd_trainer(data, monkeypatch, "--start_epoch", "1", "--epochs", "2")
+    before = {k: v.clone() for k, v in t.distiller.extra_modules().state_dict().items()}
+    t.fit()
+    after = t.distiller.extra_modules().state_dict()
+    learned = [k for k in before if k.endswith("0.weight") and not torch.equal(before[k], after[k])]
+    assert len(learned) == 3, "every connector conv must learn when there is no warm-up epoch in the run"
+    # resuming that run keeps its optimizer (with the connectors' group) and the connectors keep learning
+    ckpt = f"{t.saver.experiment_dir}/checkpoint.pth.tar"
+    r = kd_trainer(data, monkeypatch, "--resume", ckpt, "--epochs", "3")
+    assert r.args.start_epoch == 2 and len(r.optimizer.param_groups) == 3
+    r.fit()
+    assert not torch.equal(r.distiller.extra_modules().state_dict()["0.0.weight"], after["0.0.weight"])
+
+
+def test_connectors_stay_fixed_after_a_warmup_as_in_the_reference(data, monkeypatch):
+    t = kd_trainer(data, monkeypatch, "--epochs", "2")
+    t.training(0)
+    warm = {k: v.clone() for k, v in t.distiller.extra_modules().state_dict().items()}
+    t.training(1)
+    after = t.distiller.extra_modules().state_dict()
+    assert all(torch.equal(warm[k], after[k]) for k in warm if k.endswith("0.weight"))
+
+
+def test_freeze_bn_keeps_batchnorm_affine_parameters_out_of_the_optimizer():
+    """--freeze-bn's help promises fixed BN statistics *and* affine parameters; they were still optimised."""
+    model = DeepLab(num_classes=3, backbone="resnet18", freeze_bn=True)
+    grouped = {id(p) for g in model.param_groups(0.01) for p in g["params"]}
+    bn = [p for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()]
+    assert bn and not any(id(p) in grouped for p in bn)
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(id(p) in grouped for p in convs)
+    free = DeepLab(num_classes=3, backbone="resnet18")
+    assert sum(len(g["params"]) for g in free.param_groups(0.01)) == len(list(free.parameters()))
