@@ -158,6 +158,13 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
+def class_weights_cache(dataset, use_sbd, root, run_dir):
+    """Where the balanced CE weights are cached: beside the dataset, or in the run root when that is not
+    writable; SBD-augmented and plain weights never share a file."""
+    name = f"{dataset}{'_sbd' if use_sbd else ''}_classes_weights.npy"
+    return os.path.join(root if os.access(os.path.abspath(root), os.W_OK) else run_dir, name)
+
+
 def sgd(params, **kwargs):
     """torch.optim.SGD with the multi-tensor (foreach) update, also on CPU where it is not the default:
     the same update, a few kernels for all parameters instead of several per tensor (ResNet-101 step at
@@ -237,10 +244,7 @@ class Trainer:
 
         weight = None
         if args.use_balanced_weights:
-            cache = os.path.join(Path.db_root_dir(args.dataset),
-                                 f"{args.dataset}{'_sbd' if args.use_sbd else ''}_classes_weights.npy")
-            if not os.access(os.path.dirname(os.path.abspath(cache)), os.W_OK):
-                cache = os.path.join(args.run_dir, f"{args.dataset}_classes_weights.npy")
+            cache = class_weights_cache(args.dataset, args.use_sbd, Path.db_root_dir(args.dataset), args.run_dir)
             if not self.main:
                 distributed.barrier()  # rank 0 computes and caches the weights; the others then read the cache
             weight = torch.from_numpy(calculate_weights_labels(self.train_loader.dataset, self.nclass, cache)).float()
@@ -280,9 +284,9 @@ class Trainer:
         args = self.args
         ckpt = load_file(args.teacher_path, "--teacher_path")
         try:
-            self.teacher, missing, _ = model_from_checkpoint(ckpt, output_stride=args.out_stride,
-                                                             num_classes=self.nclass,
-                                                             default_backbone=args.teacher_backbone)
+            self.teacher, missing, saved = model_from_checkpoint(ckpt, output_stride=args.out_stride,
+                                                                 num_classes=self.nclass,
+                                                                 default_backbone=args.teacher_backbone)
         except ValueError as e:
             raise CheckpointError(f"--teacher_path {args.teacher_path}: {e}") from None
         try:
@@ -290,6 +294,9 @@ class Trainer:
         except ValueError as e:
             raise CheckpointError(f"--teacher-attention checkpoint: {args.teacher_path} {e}") from None
         args.teacher_attention = mode
+        if saved.get("out_stride", args.out_stride) != args.out_stride:
+            self.log(f"note: the teacher was trained at output stride {saved['out_stride']}; it runs at the student's "
+                     f"--out-stride {args.out_stride} so that their taps align (the reference does the same)")
         self.log(f"Teacher DeepLab({self.teacher.backbone_name}) from {args.teacher_path}: "
               f"{num_params(self.teacher) / 1e6:.2f}M parameters; teacher attention: {mode} ({why}); teacher mode: "
               f"{'train (batch-statistics BN, dropout; no autograd)' if args.teacher_train_mode else 'eval (frozen)'}")

@@ -65,3 +65,26 @@ def test_freeze_bn_keeps_batchnorm_affine_parameters_out_of_the_optimizer():
     assert all(id(p) in grouped for p in convs)
     free = DeepLab(num_classes=3, backbone="resnet18")
     assert sum(len(g["params"]) for g in free.param_groups(0.01)) == len(list(free.parameters()))
+
+
+def test_balanced_weight_caches_of_sbd_and_plain_pascal_never_collide(tmp_path):
+    from trainer import class_weights_cache
+
+    for root in (tmp_path, tmp_path / "not-writable-or-absent"):
+        plain = class_weights_cache("pascal", False, str(root), str(tmp_path / "run"))
+        sbd = class_weights_cache("pascal", True, str(root), str(tmp_path / "run"))
+        assert plain != sbd and "_sbd" in sbd
+    assert class_weights_cache("pascal", True, str(tmp_path / "absent"), "run").startswith("run")
+
+
+def test_a_teacher_trained_at_another_output_stride_is_reported(data, monkeypatch, tmp_path, capsys):
+    torch.manual_seed(0)
+    teacher = tmp_path / "os8.pth.tar"
+    save_atomic({"state_dict": DeepLab(num_classes=7, backbone="resnet18", output_stride=8).state_dict(),
+                 "args": {"backbone": "resnet18", "out_stride": 8}}, str(teacher))
+    t = kd_trainer(data, monkeypatch, "--teacher_path", str(teacher), "--epochs", "1")
+    assert "trained at output stride 8; it runs at the student's --out-stride 16" in capsys.readouterr().out
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        taps_t, taps_s = t.teacher.forward_features(x).taps, t.model.forward_features(x).taps
+    assert all(taps_t[k].shape[2:] == taps_s[k].shape[2:] for k in taps_s)
