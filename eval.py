@@ -82,6 +82,12 @@ def evaluate(args):
     data_args = argparse.Namespace(dataset=args.dataset, base_size=args.crop_size, crop_size=args.crop_size,
                                    use_sbd=False)
     dataset = build_dataset(data_args, args.split, full_res=args.full_res)
+    saved = ckpt.get("args", {}) if isinstance(ckpt, dict) else {}
+    for flag, key, value in (("--backbone", "backbone", args.backbone),
+                             ("--out-stride", "out_stride", args.out_stride)):
+        if value is not None and key in saved and saved[key] != value:  # the flags fill in, never contradict
+            raise CheckpointError(f"--checkpoint {args.checkpoint} records {key} {saved[key]}; {flag} {value} "
+                                  f"contradicts it (drop {flag}: it is only for checkpoints that do not record it)")
     try:
         model, _, _ = model_from_checkpoint(ckpt, args.backbone, args.out_stride, dataset.num_classes)
     except ValueError as e:

@@ -10,6 +10,7 @@ from .datasets import (
     DatasetError,
     camvid_dataset,
     cityscapes_dataset,
+    find_voc_root,
     read_class_names,
     voc_dataset,
 )
@@ -24,7 +25,7 @@ def class_names(dataset):
         return CITYSCAPES_CLASSES
     if dataset == "camvid":
         return CAMVID_CLASSES
-    return read_class_names(Path.db_root_dir(dataset), VOC_CLASSES)
+    return read_class_names(find_voc_root(Path.db_root_dir(dataset)), VOC_CLASSES)  # the root the dataset reads
 
 
 def build_dataset(args, split, full_res=False):

@@ -88,3 +88,30 @@ def test_a_teacher_trained_at_another_output_stride_is_reported(data, monkeypatc
     with torch.no_grad():
         taps_t, taps_s = t.teacher.forward_features(x).taps, t.model.forward_features(x).taps
     assert all(taps_t[k].shape[2:] == taps_s[k].shape[2:] for k in taps_s)
+
+
+def test_class_names_come_from_the_voc_root_the_dataset_reads(data, monkeypatch):
+    """A root above VOC2012 (torchvision's layout) is searched by the dataset; class_names() read the
+    configured root only and showed the 21 VOC names for the synthetic dataset's 7."""
+    from dataloaders import class_names
+    from dataloaders.synthetic import CLASSES
+
+    tmp, root, _ = data
+    for configured in (root, str(tmp / "data")):  # VOC2012 itself, and the folder above it
+        monkeypatch.setenv("ATTNFD_SYNTHETIC_ROOT", configured)
+        assert list(class_names("synthetic")) == list(CLASSES)
+
+
+def test_eval_flags_fill_in_what_a_checkpoint_does_not_record_and_never_contradict_it(data, monkeypatch):
+    """README: eval's --backbone/--out-stride are for checkpoints that do not record them; they used to
+    override what a checkpoint records, rebuilding it differently from the trainer."""
+    import eval as evaluation
+    from utils.saver import CheckpointError
+
+    tmp, root, teacher = data
+    monkeypatch.setenv("ATTNFD_SYNTHETIC_ROOT", root)
+    base = ["--checkpoint", str(teacher), "--dataset", "synthetic", "--crop-size", "32", "--workers", "0", "--no-cuda"]
+    with pytest.raises(CheckpointError, match="records backbone resnet18; --backbone resnet101 contradicts it"):
+        evaluation.evaluate(evaluation.get_args_parser().parse_args([*base, "--backbone", "resnet101"]))
+    result = evaluation.evaluate(evaluation.get_args_parser().parse_args([*base, "--backbone", "resnet18"]))
+    assert result["images"] == 2 and 0 <= result["mIoU"] <= 1
