@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from distillation import AttnFD, attnfd_loss, build_connector, build_distiller
 from modeling import DeepLab
@@ -47,18 +48,49 @@ def tiny_pair():
     return student, teacher
 
 
+def _cbam_by_hand(x, cbam=None):
+    """CBAM written out (paper / reference): channel gate then spatial gate; ``cbam=None`` is the
+    parameter-free variant. Eval-mode BatchNorm from the module's running statistics."""
+    avg, mx = x.mean(dim=(2, 3)), x.flatten(2).max(dim=2).values
+    if cbam is None:
+        x = x * torch.sigmoid(avg + mx)[:, :, None, None]
+        pooled = x.max(dim=1).values + x.mean(dim=1)
+        return x * torch.sigmoid(pooled)[:, None]
+    l1, l2 = cbam.ChannelGate.mlp[1], cbam.ChannelGate.mlp[3]
+
+    def mlp(v):
+        return F.linear(F.relu(F.linear(v, l1.weight, l1.bias)), l2.weight, l2.bias)
+
+    x = x * torch.sigmoid(mlp(avg) + mlp(mx))[:, :, None, None]
+    conv, bn = cbam.SpatialGate.spatial.conv, cbam.SpatialGate.spatial.bn
+    pooled = torch.stack([x.max(dim=1).values, x.mean(dim=1)], dim=1)
+    att = F.batch_norm(F.conv2d(pooled, conv.weight, padding=3), bn.running_mean, bn.running_var, bn.weight,
+                       bn.bias, eps=bn.eps)
+    return x * torch.sigmoid(att)
+
+
 def test_distiller_loss_matches_the_pipeline_written_out():
+    """Each tap: lambda * sum((c(s)/||c(s)|| - t/||t||)^2) / B with CBAM, connector and norms written out
+    by hand from the modules' weights (not by calling the distiller's own modules)."""
     student, teacher = tiny_pair()
     d = AttnFD(student, teacher, attn_lambda=2.0, teacher_attention="parameter-free").eval()
+    for m in d.modules():  # non-trivial BN statistics, so a wrong BN would show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
         logits, terms = d(x)
         t = teacher.forward_features(x)
         s = student.forward_features(x)
         for tap in ("backbone", "aspp", "decoder"):
-            t_ref = d.teacher_attention[tap](t.taps[tap])
-            s_ref = d.connectors[tap](student.attention()[tap](s.taps[tap]))
-            assert terms[f"attnfd/{tap}"].item() == pytest.approx(2 * attnfd_loss(s_ref, t_ref).item(), rel=1e-5)
+            t_ref = _cbam_by_hand(t.taps[tap])
+            conv, bn = d.connectors[tap]
+            s_att = _cbam_by_hand(s.taps[tap], student.attention()[tap])
+            s_ref = F.batch_norm(F.conv2d(s_att, conv.weight), bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                                 eps=bn.eps)
+            expected = 2 * ((s_ref / s_ref.pow(2).sum().sqrt() - t_ref / t_ref.pow(2).sum().sqrt()) ** 2).sum() / 2
+            assert terms[f"attnfd/{tap}"].item() == pytest.approx(expected.item(), rel=1e-4)
         torch.testing.assert_close(logits, s.logits)
     assert d.connectors["backbone"][0].weight.shape == (512, 320, 1, 1)
 
@@ -160,16 +192,22 @@ def test_ce_is_divided_by_the_batch_and_focal_matches_its_formula():
 
 
 def test_poly_schedule_sets_lr_every_iteration_with_10x_head():
+    """Every iteration of every epoch, from the base lr (a schedule that compounds its factor fails)."""
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD([{"params": [model.weight], "lr": 0.01}, {"params": [model.bias], "lr": 0.1}], lr=0.01)
     sched = LRSchedule("poly", num_epochs=2, iters_per_epoch=5)
-    sched(opt, 3, 1)  # T = 8 of N = 10
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.01 * (1 - 8 / 10) ** 0.9)
-    assert opt.param_groups[1]["lr"] == pytest.approx(10 * opt.param_groups[0]["lr"])
+    for epoch in range(2):
+        for i in range(5):
+            lr = sched(opt, i, epoch)
+            T = epoch * 5 + i
+            assert lr == opt.param_groups[0]["lr"] == pytest.approx(0.01 * (1 - T / 10) ** 0.9)
+            assert opt.param_groups[1]["lr"] == pytest.approx(0.1 * (1 - T / 10) ** 0.9)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01 * 0.1 ** 0.9)  # T = 9 of N = 10
     cos = LRSchedule("cos", 2, 5)
-    assert cos.factor(1, 0) == pytest.approx(0.5)
+    assert cos.factor(1, 0) == pytest.approx(0.5) and cos.factor(0, 0) == 1
     step = LRSchedule("step", 9, 5)
     assert step.factor(3, 0) == pytest.approx(0.1) and step.factor(2, 4) == 1
+    assert step.factor(6, 0) == pytest.approx(0.01)
 
 
 def test_evaluator_metrics_by_hand():
@@ -194,3 +232,19 @@ def test_train_kd_defaults_are_the_ones_the_study_chose():
     assert (a.teacher_train_mode, a.distill_aspp_dropout, a.attn_norm, a.warmup, a.attn_lambda,
             a.student_cbam_mlp) == (True, False, "global", True, 2.0, "train")
     assert get_args_parser(kd=True).parse_args(["--no-teacher-train-mode"]).teacher_train_mode is False
+
+
+@pytest.mark.parametrize("argv,kd,expected", [
+    ([], False, dict(epochs=50, batch_size=6, lr=0.007, checkname="deeplab-resnet101")),
+    (["--batch-size", "12"], False, dict(epochs=50, batch_size=12, lr=0.014)),
+    (["--dataset", "cityscapes"], False, dict(epochs=200, batch_size=6, lr=0.01)),
+    (["--dataset", "camvid", "--batch-size", "3"], True, dict(epochs=200, lr=0.005, checkname="attnfd-resnet18")),
+    (["--lr", "0.02", "--epochs", "7"], False, dict(epochs=7, lr=0.02, test_batch_size=6)),
+])
+def test_finalize_args_applies_the_reference_rules(argv, kd, expected):
+    """Epochs and lr per dataset, lr = dataset lr / 6 x batch (one process), checkname from the backbone."""
+    from trainer import finalize_args, get_args_parser
+
+    a = finalize_args(get_args_parser(kd).parse_args([*argv, "--no-cuda"]), kd)
+    for k, v in expected.items():
+        assert getattr(a, k) == pytest.approx(v) if isinstance(v, float) else getattr(a, k) == v, k
