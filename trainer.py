@@ -6,9 +6,12 @@ distillation training only the connectors.  See README "Differences from the ref
 """
 import argparse
 import json
+import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -78,7 +81,12 @@ def get_args_parser(kd=False):
     p.add_argument("--gpu-ids", default="0",
                    help="the GPU of a single-process run; several GPUs: torchrun --nproc_per_node=N (README)")
     p.add_argument("--seed", type=int, default=1, metavar="S")
-    p.add_argument("--resume", default=None, help="checkpoint to resume from (model, optimizer(s), epoch)")
+    p.add_argument("--resume", default=None,
+                   help="checkpoint to resume from: weights, optimizer(s), epoch and iteration, RNG states; on CPU the "
+                        "resumed run ends with the same weights as an uninterrupted one")
+    p.add_argument("--save-every", type=int, default=0, metavar="N",
+                   help="also write the checkpoint every N iterations (atomically), so a killed run loses at most N "
+                        "steps; 0: at the end of each epoch only")
     p.add_argument("--checkname", default=None, help="run name (default deeplab-<backbone> / attnfd-<backbone>)")
     p.add_argument("--ft", action="store_true", help="fine-tune: load --resume weights only, start at epoch 0")
     p.add_argument("--eval-interval", type=int, default=1, help="validate every N epochs")
@@ -144,6 +152,8 @@ def finalize_args(args, kd=False):
         args.lr = LRS[args.dataset] / (6 * n_gpu) * args.batch_size
     if args.checkname is None:
         args.checkname = ("attnfd-" if kd else "deeplab-") + args.backbone
+    if args.save_every < 0:
+        raise SystemExit("error: --save-every must be 0 (epoch ends only) or a positive number of iterations")
     if min(args.epochs, args.batch_size, args.eval_interval, args.log_interval) < 1:
         raise SystemExit("error: --epochs, --batch-size, --eval-interval and --log-interval must be positive")
     if args.batch_size % world:
@@ -255,7 +265,8 @@ class Trainer:
         self.evaluator = Evaluator(self.nclass, self.device)
         self.schedule = LRSchedule(args.lr_scheduler, args.epochs, len(self.train_loader), args.lr_step)
         self.best_pred, self.history = 0.0, []
-        self.connectors_loaded = False
+        self.connectors_loaded, self.start_iteration, self.partial, self.resumed_rng = False, 0, None, None
+        self.stop_signal = None
         if resume is not None:
             self._resume(resume)
         if self.warmup_optimizer is not None and args.start_epoch > 0 and not self.connectors_loaded:
@@ -277,6 +288,8 @@ class Trainer:
             self.saver.save_experiment_config()
             self.summary = TensorboardSummary(self.saver.experiment_dir)
             self.writer = self.summary.create_summary()
+        if self.resumed_rng is not None:
+            set_rng_state(self.resumed_rng)  # the resumed run draws the dropout masks the interrupted one would have
         self.log(f"Student DeepLab({args.backbone}): {num_params(self.model) / 1e6:.2f}M parameters "
               f"({num_params(self.model, attention=False) / 1e6:.2f}M without CBAM)")
 
@@ -324,9 +337,15 @@ class Trainer:
             if self.warmup_optimizer is not None and "warmup_optimizer" in ckpt:
                 self.warmup_optimizer.load_state_dict(ckpt["warmup_optimizer"])
         args.start_epoch = int(ckpt.get("epoch", 0))
+        self.start_iteration = int(ckpt.get("iteration", 0))
+        self.partial = ckpt.get("partial")
         self.best_pred = float(ckpt.get("best_pred", 0.0))
         self.history = list(ckpt.get("history", []))
-        self.log(f"Resumed {args.resume} at epoch {args.start_epoch} (best mIoU {self.best_pred:.4f})")
+        self.resumed_rng = ckpt.get("rng")
+        if "scaler" in ckpt and self.precision.scaler.is_enabled():
+            self.precision.scaler.load_state_dict(ckpt["scaler"])
+        where = f"epoch {args.start_epoch}" + (f", iteration {self.start_iteration}" if self.start_iteration else "")
+        self.log(f"Resumed {args.resume} at {where} (best mIoU {self.best_pred:.4f})")
 
     def train_net(self, warmup):
         """What a training step calls: the distiller/model, under DDP with several processes (the warm-up
@@ -341,38 +360,48 @@ class Trainer:
             self._wrapped = torch.compile(net) if self.args.compile else net
         return self._wrapped
 
-    def training(self, epoch):
+    def training(self, epoch, start=0, partial=None):
+        """One epoch from iteration ``start`` (a resumed epoch); ``partial``: (totals, n) of its first part."""
         args = self.args
         warmup = self.warmup_optimizer is not None and epoch == 0
         optimizer = self.warmup_optimizer if warmup else self.optimizer
         net = self.train_net(warmup)
         sync = list(self.distiller.extra_modules().parameters()) if warmup and self.world > 1 else ()
-        if hasattr(self.train_loader.sampler, "set_epoch"):
-            self.train_loader.sampler.set_epoch(epoch)
+        self.train_loader.sampler.set_epoch(epoch, start)
+        iters = self.schedule.iters_per_epoch
         self.net.train()
-        totals, pending, n, data_wait = {}, [], 0, 0.0
-        start = time.perf_counter()
+        totals, n = (dict(partial[0]), partial[1]) if partial else ({}, 0)
+        pending, data_wait, done = [], 0.0, 0
+        begin = time.perf_counter()
         tbar = tqdm(self.train_loader, desc="Train", dynamic_ncols=True, disable=not self.main)
         tick = time.perf_counter()
-        for i, sample in enumerate(tbar):
+        for i, sample in enumerate(tbar, start):
             data_wait += time.perf_counter() - tick
             lr = self.schedule(optimizer, i, epoch)
             image = self.precision.images(sample["image"])
             target = sample["label"].to(self.device, non_blocking=True)
             kwargs = {"warmup": warmup} if self.distiller is not None else {}
             logged = train_step(net, self.criterion, optimizer, self.precision, image, target, sync, **kwargs)
-            pending.append((epoch * len(self.train_loader) + i, lr, logged))
-            n += 1
-            if len(pending) == args.log_interval or i == len(self.train_loader) - 1:
-                self._log(pending, totals)  # the one host sync every --log-interval steps (rank 0)
+            pending.append((epoch, i, lr, logged))
+            n, done = n + 1, done + 1
+            last = i == iters - 1
+            save = args.save_every and (i + 1) % args.save_every == 0 and not last
+            if len(pending) == args.log_interval or last or save or self.stop_signal:
+                self._log(pending, totals)  # the one host sync every --log-interval steps; stops on NaN/inf
                 pending = []
             if self.main and not pending:
                 tbar.set_description(f"Train loss: {totals['total_loss_iter'] / n:.3f}"
                                      + (" (warm-up)" if warmup else ""))
+            if (save or self.stop_signal) and not last:
+                path = self.save(self.state(epoch, iteration=i + 1, partial=(totals, n)))
+                if self.stop_signal:
+                    self.log(f"Stopped by {self.stop_signal.name} at epoch {epoch}, iteration {i + 1}; checkpoint "
+                             f"{path}. Resume with: --resume {path}")
+                    raise SystemExit(128 + self.stop_signal.value)
             tick = time.perf_counter()
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - begin
         means = {k: v / max(n, 1) for k, v in totals.items()}
-        means["images_per_s"] = n * args.batch_size / seconds  # global batch: images/s of all processes
+        means["images_per_s"] = done * args.batch_size / seconds  # global batch: images/s of all processes
         means["data_wait"] = data_wait / seconds
         self.writer.add_scalar("train/total_loss_epoch", means.get("total_loss_iter", 0.0), epoch)
         self.writer.add_scalar("train/images_per_s", means["images_per_s"], epoch)
@@ -382,11 +411,17 @@ class Trainer:
         return means
 
     def _log(self, pending, totals):
-        """Losses are global-batch values, the same on every rank: rank 0 reads and writes them."""
-        if not self.main:
-            return
-        values = torch.stack([torch.stack(list(logged.values())) for _, _, logged in pending]).tolist()
-        for (step, lr, logged), row in zip(pending, values):
+        """Losses are global-batch values, the same on every rank, so every rank sees a non-finite one
+        and stops; rank 0 writes them."""
+        values = torch.stack([torch.stack(list(logged.values())) for *_, logged in pending]).tolist()
+        for (epoch, i, lr, logged), row in zip(pending, values):
+            if not all(math.isfinite(v) for v in row):
+                raise TrainingError(f"non-finite loss at epoch {epoch}, iteration {i} "
+                                    f"({', '.join(f'{k}={v}' for k, v in zip(logged, row))}); nothing was saved after "
+                                    f"the last good checkpoint; try a lower --lr, or drop --amp-dtype fp16")
+            if not self.main:
+                continue
+            step = epoch * self.schedule.iters_per_epoch + i
             for k, v in zip(logged, row):
                 totals[k] = totals.get(k, 0.0) + v
                 self.writer.add_scalar(f"train/{k}", v, step)
@@ -434,22 +469,58 @@ class Trainer:
                                            for c, v in zip(self.class_names, r["IoU"])))
         return r
 
-    def state(self, epoch):
-        s = {"epoch": epoch + 1, "state_dict": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-             "best_pred": self.best_pred, "args": {k: v for k, v in vars(self.args).items()},
-             "history": self.history}
+    def state(self, epoch, iteration=0, partial=None):
+        """Everything a run needs to go on exactly: at the end of ``epoch`` or, with ``iteration``, after
+        that many iterations of it (``epoch`` is then the one to finish)."""
+        s = {"epoch": epoch if iteration else epoch + 1, "iteration": iteration, "state_dict": self.model.state_dict(),
+             "optimizer": self.optimizer.state_dict(), "best_pred": self.best_pred,
+             "args": {k: v for k, v in vars(self.args).items()}, "history": self.history, "rng": get_rng_state()}
+        if partial is not None:
+            s["partial"] = partial
+        if self.precision.scaler.is_enabled():
+            s["scaler"] = self.precision.scaler.state_dict()
         if self.distiller is not None:
             s["connectors"] = self.distiller.extra_modules().state_dict()
             if self.warmup_optimizer is not None:
                 s["warmup_optimizer"] = self.warmup_optimizer.state_dict()
         return s
 
+    def save(self, state, is_best=False):
+        """Rank 0 writes the checkpoint (atomically) and history.json; returns the checkpoint's path."""
+        if not self.main:
+            return None
+        path = self.saver.save_checkpoint(state, is_best)
+        write_text_atomic(os.path.join(self.saver.experiment_dir, "history.json"), json.dumps(self.history, indent=1))
+        return path
+
+    def _on_signal(self, signum, frame):
+        """SIGINT/SIGTERM: finish the step in flight, save, exit (a second one acts at once)."""
+        self.stop_signal = signal.Signals(signum)
+        signal.signal(signum, signal.SIG_DFL)
+        self.log(f"\n{self.stop_signal.name}: finishing this step, then saving (again to stop at once)")
+
     def fit(self):
         args = self.args
         self.log(f"Starting Epoch: {args.start_epoch}\nTotal Epoches: {args.epochs}")
         start = time.time()
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._epochs()
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        self.writer.close()
+        self.elapsed = time.time() - start
+        self.log(f"Best mIoU {self.best_pred:.4f}; run directory {self.saver.experiment_dir if self.main else ''}")
+        return self.best_pred
+
+    def _epochs(self):
+        args = self.args
         for epoch in range(args.start_epoch, args.epochs):
-            train = self.training(epoch)
+            start, partial = (self.start_iteration, self.partial) if epoch == args.start_epoch else (0, None)
+            train = self.training(epoch, start, partial)
             record = {"epoch": epoch, "train": train}
             is_best = False
             if not args.no_val and epoch % args.eval_interval == args.eval_interval - 1:
@@ -458,14 +529,33 @@ class Trainer:
                 if val["mIoU"] > self.best_pred:
                     self.best_pred, is_best = val["mIoU"], True
             self.history.append(record)
-            if self.main:
-                self.saver.save_checkpoint(self.state(epoch), is_best)
-                write_text_atomic(os.path.join(self.saver.experiment_dir, "history.json"),
-                                  json.dumps(self.history, indent=1))
-        self.writer.close()
-        self.elapsed = time.time() - start
-        self.log(f"Best mIoU {self.best_pred:.4f}; run directory {self.saver.experiment_dir if self.main else ''}")
-        return self.best_pred
+            path = self.save(self.state(epoch), is_best)
+            if self.stop_signal and epoch < args.epochs - 1:
+                self.log(f"Stopped by {self.stop_signal.name} after epoch {epoch}; resume with: --resume {path}")
+                raise SystemExit(128 + self.stop_signal.value)
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (a non-finite loss); the message says where and what to try."""
+
+
+def get_rng_state():
+    """Python, NumPy, torch CPU and CUDA generator states, in types ``weights_only`` loading accepts."""
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                                                    *np_state[2:]), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
+    name, key, *rest = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class NullWriter:
@@ -492,7 +582,7 @@ def main(args, kd=False):
     try:
         trainer = Trainer(args)
         trainer.fit()
-    except (DatasetError, CheckpointError, MissingWeightsError) as e:
+    except (DatasetError, CheckpointError, MissingWeightsError, TrainingError) as e:
         where = f" (rank {distributed.rank()})" if distributed.world_size() > 1 else ""
         print(f"error: {one_line(e)}{where}", file=sys.stderr)  # torchrun then stops the other ranks
         sys.exit(2)

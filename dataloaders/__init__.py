@@ -1,5 +1,6 @@
 """Datasets and loaders: ``make_data_loader(args, **kwargs) -> (train, val, test, num_class)``."""
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, Sampler
 
 from mypath import Path
 
@@ -44,29 +45,52 @@ def build_dataset(args, split, full_res=False):
     raise DatasetError(f"--dataset {name!r} is not supported; choose one of {', '.join(DATASETS)}")
 
 
+class ResumableSampler(Sampler):
+    """The train order of one process: a permutation that is a function of (seed, epoch) alone (as
+    DistributedSampler's, whose shard of it this process takes), each index paired with a per-sample
+    augmentation seed, and ``start`` samples skipped to resume an epoch in the middle."""
+
+    def __init__(self, dataset, seed, batch_size, rank=0, world=1):
+        self.n, self.seed, self.batch_size, self.rank, self.world = len(dataset), seed, batch_size, rank, world
+        self.epoch, self.start = 0, 0
+        self.per_rank = self.n // world  # drop the tail so that every rank takes the same number of samples
+
+    def set_epoch(self, epoch, start_batch=0):
+        self.epoch, self.start = epoch, start_batch * self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        mine = order[: self.per_rank * self.world][self.rank::self.world]
+        base = (self.seed * 1_000_003 + self.epoch) * 1_000_003
+        return iter([(base + i, i) for i in mine[self.start:]])
+
+    def __len__(self):
+        return self.per_rank - self.start
+
+
 def make_data_loader(args, train_sampler=None, val_sampler=None, batch_size=None, shard=False, **kwargs):
     """Reference signature and return value.  The val loader uses batch size 1 (sizes differ).
 
     Train batches drop the last incomplete batch (a batch of one breaks BatchNorm on the pooled
     ASPP branch).  ``args.full_res_val`` evaluates at original resolution.  ``batch_size``: this
-    process's batch (default ``args.batch_size``); ``shard``: under torch.distributed, each process
-    takes its part of the train set (DistributedSampler, reshuffled by ``set_epoch``) and of the val set
-    (every image exactly once over all processes).
+    process's batch (default ``args.batch_size``).  The train order comes from a
+    :class:`ResumableSampler` (reshuffled by ``set_epoch``; ``shard``: this process's part under
+    torch.distributed); with ``shard`` the val set is split too (every image exactly once).
     """
+    from utils.distributed import ShardSampler, rank, world_size
+
     batch_size = batch_size or args.batch_size
     train_set = build_dataset(args, "train")
     val_set = build_dataset(args, "val", full_res=getattr(args, "full_res_val", False))
-    if shard:
-        from torch.utils.data.distributed import DistributedSampler
-
-        from utils.distributed import ShardSampler
-
-        train_sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed, drop_last=True)
+    if train_sampler is None:
+        world = world_size() if shard else 1
+        train_sampler = ResumableSampler(train_set, getattr(args, "seed", 0), batch_size, rank() if shard else 0, world)
+    if shard and val_sampler is None:
         val_sampler = ShardSampler(val_set)
     test_loader = None
     if args.dataset == "camvid":
         test_loader = DataLoader(build_dataset(args, "test"), batch_size=1, shuffle=False, **kwargs)
-    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=train_sampler is None,
-                              sampler=train_sampler, drop_last=len(train_set) > batch_size, **kwargs)
+    drop_last = len(train_set) // (world_size() if shard else 1) > batch_size
+    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=train_sampler, drop_last=drop_last, **kwargs)
     val_loader = DataLoader(val_set, batch_size=1, shuffle=False, sampler=val_sampler, **kwargs)
     return train_loader, val_loader, test_loader, train_set.num_classes

@@ -81,10 +81,9 @@ class Saver:
         path = os.path.join(self.experiment_dir, filename)
         save_atomic(state, path)
         if not is_best:
-            return
+            return path
         best_pred = state["best_pred"]
-        with open(os.path.join(self.experiment_dir, "best_pred.txt"), "w") as f:
-            f.write(str(best_pred))
+        write_text_atomic(os.path.join(self.experiment_dir, "best_pred.txt"), str(best_pred))
         previous = []
         for run in self.runs:
             if os.path.abspath(run) == os.path.abspath(self.experiment_dir):
@@ -96,6 +95,7 @@ class Saver:
                 pass
         if not previous or best_pred > max(previous):
             copy_atomic(path, os.path.join(self.directory, "model_best.pth.tar"))
+        return path
 
     def save_experiment_config(self):
         with open(os.path.join(self.experiment_dir, "parameters.txt"), "w") as f:

@@ -1,5 +1,6 @@
 """A segmentation dataset over (image file, label file) pairs, with errors that name the file."""
 import os
+import random
 import warnings
 
 import numpy as np
@@ -99,7 +100,23 @@ class SegmentationDataset(Dataset):
         return image, label.astype(np.uint8)
 
     def __getitem__(self, index):
+        """``index``, or ``(seed, index)`` from :class:`dataloaders.ResumableSampler`: the random transform
+        then draws from a generator seeded by that pair alone, so a sample's augmentation depends on
+        (run seed, epoch, index) and not on which worker made it or how often workers restarted (what
+        makes a resumed run repeat the interrupted one exactly)."""
+        seed = None
+        if isinstance(index, (tuple, list)):
+            seed, index = index
         image, label = self.load(index)
-        image, label = self.transform(torch.from_numpy(image).permute(2, 0, 1).contiguous(),
-                                      torch.from_numpy(np.ascontiguousarray(label)))
+        image, label = torch.from_numpy(image).permute(2, 0, 1).contiguous(), torch.from_numpy(
+            np.ascontiguousarray(label))
+        if seed is None:
+            image, label = self.transform(image, label)
+        else:
+            state = random.getstate()  # the transforms draw from torch and from Python's random
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                random.seed(seed)
+                image, label = self.transform(image, label)
+            random.setstate(state)
         return {"image": image, "label": label}

@@ -1,0 +1,120 @@
+"""Exact resume: a training subprocess killed with SIGKILL at random points and resumed each time ends
+with the weights of an uninterrupted run, bit for bit (CPU, one thread); no checkpoint is ever unreadable."""
+import glob
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dataloaders.synthetic import generate
+from modeling import DeepLab
+from utils.saver import save_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def command(run_dir, teacher, *extra):
+    return [sys.executable, str(ROOT / "train_kd.py"), "--dataset", "synthetic", "--backbone", "mobilenet",
+            "--base-size", "40", "--crop-size", "32", "--batch-size", "2", "--epochs", "3", "--lr", "0.05",
+            "--workers", "1", "--no-pretrained", "--no-cuda", "--teacher_path", str(teacher), "--save-every", "1",
+            "--log-interval", "3", "--run-dir", str(run_dir), "--checkname", "kd", *extra]
+
+
+def checkpoints(run_dir):
+    return sorted(glob.glob(str(run_dir / "synthetic" / "kd" / "experiment_*" / "checkpoint.pth.tar")),
+                  key=os.path.getmtime)
+
+
+def progress(path):
+    """Iterations done (4 per epoch) by the checkpoint at ``path``."""
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    return ck["epoch"] * 4 + ck["iteration"]
+
+
+def final_state(run_dir):
+    ckpt = torch.load(checkpoints(run_dir)[-1], map_location="cpu", weights_only=True)
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resume")
+    root = generate(tmp / "data", n_train=8, n_val=2, size=40, seed=0)
+    teacher = tmp / "teacher.pth.tar"
+    torch.manual_seed(0)
+    save_atomic({"state_dict": DeepLab(num_classes=7, backbone="resnet18").state_dict(),
+                 "args": {"backbone": "resnet18"}}, str(teacher))
+    env = dict(os.environ, ATTNFD_SYNTHETIC_ROOT=root, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return tmp, teacher, env
+
+
+def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(setup):
+    tmp, teacher, env = setup
+    subprocess.run(command(tmp / "straight", teacher), env=env, capture_output=True, check=True, timeout=600)
+    reference = final_state(tmp / "straight")
+    assert reference["epoch"] == 3 and reference["iteration"] == 0
+
+    rng = random.Random(0)
+    run_dir, kills, seen = tmp / "killed", 0, set()
+    while True:
+        found = checkpoints(run_dir)
+        extra = ["--resume", found[-1]] if found else []
+        begin = progress(found[-1]) if found else -1
+        p = subprocess.Popen(command(run_dir, teacher, *extra), env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        if kills == 3:  # enough: let it finish
+            assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
+            break
+        target, mtime = begin + rng.randint(1, 3), None
+        while p.poll() is None:  # kill a random moment after the run has gone 1-3 iterations further
+            found = checkpoints(run_dir)
+            if found and os.path.getmtime(found[-1]) != mtime:
+                mtime = os.path.getmtime(found[-1])
+                if progress(found[-1]) >= target:
+                    time.sleep(rng.uniform(0, 0.3))
+                    p.send_signal(signal.SIGKILL)
+                    break
+            time.sleep(0.02)
+        p.wait()
+        assert p.returncode in (0, -signal.SIGKILL), p.stderr.read()[-2000:]
+        kills += p.returncode == -signal.SIGKILL
+        for path in checkpoints(run_dir):  # every checkpoint on disk is complete and readable
+            seen.add(progress(path))
+        if p.returncode == 0:
+            break
+    assert kills == 3 and len(seen) >= 3  # killed at several points of the run
+    resumed = final_state(run_dir)
+    assert resumed["epoch"] == 3
+    for part in ("state_dict", "connectors"):
+        for k, v in reference[part].items():
+            assert torch.equal(resumed[part][k], v), f"{part} {k} differs from the uninterrupted run"
+    for k, v in reference["optimizer"]["state"].items():
+        assert torch.equal(resumed["optimizer"]["state"][k]["momentum_buffer"], v["momentum_buffer"])
+
+
+def test_sigterm_finishes_the_step_saves_and_says_how_to_resume(setup):
+    tmp, teacher, env = setup
+    run_dir = tmp / "term"
+    p = subprocess.Popen(command(run_dir, teacher, "--save-every", "0", "--epochs", "30"), env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):  # wait until training runs (the first epoch's checkpoint exists)
+        if checkpoints(run_dir):
+            break
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Stopped by SIGTERM" in out and "--resume" in out and "Traceback" not in err
+    ck = torch.load(checkpoints(run_dir)[-1], map_location="cpu", weights_only=True)
+    assert (ck["epoch"], ck["iteration"]) != (30, 0)
+    resumed = subprocess.run(command(run_dir, teacher, "--epochs", str(ck["epoch"] + 1),
+                                     "--resume", checkpoints(run_dir)[-1]),
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0 and "Resumed" in resumed.stdout
