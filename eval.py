@@ -21,14 +21,14 @@ from dataloaders.datasets import DatasetError
 from dataloaders.utils import decode_segmap, denormalize
 from modeling import model_from_checkpoint
 from modeling.backbone import BACKBONES
-from trainer import one_line
+from trainer import ArgumentParser, one_line
 from utils.device import Precision
 from utils.metrics import Evaluator
 from utils.saver import CheckpointError, load_file
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description="Evaluate a DeepLabV3+ checkpoint",
+    p = ArgumentParser(description="Evaluate a DeepLabV3+ checkpoint",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="e.g. run/<dataset>/<checkname>/model_best.pth.tar")
     p.add_argument("--dataset", default="pascal", choices=DATASETS)

@@ -38,8 +38,15 @@ EPOCHS = {"coco": 30, "cityscapes": 200, "pascal": 50, "camvid": 200, "synthetic
 LRS = {"coco": 0.1, "cityscapes": 0.01, "pascal": 0.007, "camvid": 0.01, "synthetic": 0.01}  # per batch of 6
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block): 'error: ... (see --help)', exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def get_args_parser(kd=False):
-    p = argparse.ArgumentParser(description="AttnFD: DeepLabV3+ " + ("distillation" if kd else "training"),
+    p = ArgumentParser(description="AttnFD: DeepLabV3+ " + ("distillation" if kd else "training"),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--backbone", default="resnet18" if kd else "resnet101", choices=sorted(BACKBONES))
     p.add_argument("--out-stride", type=int, default=16, choices=[8, 16], help="network output stride")
@@ -138,9 +145,10 @@ def finalize_args(args, kd=False):
         raise SystemExit(f"error: --gpu-ids {','.join(map(str, args.gpu_ids))}: several GPUs run as one process each: "
                          f"torchrun --nproc_per_node={len(args.gpu_ids)} {os.path.basename(sys.argv[0])} ... "
                          "(CUDA_VISIBLE_DEVICES picks the GPUs)")
-    if args.cuda and world == 1 and args.gpu_ids[0] >= torch.cuda.device_count():
-        raise SystemExit(f"error: --gpu-ids {args.gpu_ids[0]}: this machine has {torch.cuda.device_count()} GPU(s) "
-                         "(ids from 0); pick one of them or pass --no-cuda")
+    absent = [g for g in args.gpu_ids if g >= torch.cuda.device_count()]
+    if world == 1 and not args.no_cuda and absent and args.gpu_ids != [0]:
+        raise SystemExit(f"error: --gpu-ids {','.join(map(str, absent))}: this machine has {torch.cuda.device_count()} "
+                         "GPU(s) (ids from 0); pick one of them or pass --no-cuda")
     n_gpu = world if args.cuda else 1
     if args.epochs is None:
         args.epochs = EPOCHS[args.dataset]
@@ -156,6 +164,9 @@ def finalize_args(args, kd=False):
         raise SystemExit("error: --save-every must be 0 (epoch ends only) or a positive number of iterations")
     if min(args.epochs, args.batch_size, args.eval_interval, args.log_interval) < 1:
         raise SystemExit("error: --epochs, --batch-size, --eval-interval and --log-interval must be positive")
+    if args.crop_size < 2 * args.out_stride:
+        raise SystemExit(f"error: --crop-size {args.crop_size} is too small for --out-stride {args.out_stride}: the "
+                         f"deepest features would be under 2x2; use at least {2 * args.out_stride}")
     if args.batch_size % world:
         raise SystemExit(f"error: --batch-size {args.batch_size} is the global batch and must split evenly across "
                          f"{world} processes")
@@ -225,6 +236,10 @@ class Trainer:
             kwargs.update(persistent_workers=True, prefetch_factor=4)
         self.train_loader, self.val_loader, self.test_loader, self.nclass = make_data_loader(
             args, batch_size=args.batch_size // self.world, shard=self.world > 1, **kwargs)
+        if len(self.train_loader.sampler) < args.batch_size // self.world:
+            raise DatasetError(f"--batch-size {args.batch_size}: the train split has only "
+                               f"{len(self.train_loader.dataset)} images" + (f" ({len(self.train_loader.sampler)} per "
+                               f"process)" if self.world > 1 else "") + "; use a smaller --batch-size")
         self.class_names = class_names(args.dataset)
 
         self.model = DeepLab(num_classes=self.nclass, backbone=args.backbone, output_stride=args.out_stride,
@@ -317,6 +332,10 @@ class Trainer:
 
     def _resume(self, ckpt):
         args = self.args
+        saved = ckpt.get("args", {}) if isinstance(ckpt, dict) else {}
+        if not args.ft and saved.get("dataset", args.dataset) != args.dataset:
+            raise CheckpointError(f"--resume {args.resume} was trained on {saved['dataset']}, not --dataset "
+                                  f"{args.dataset}; resume on {saved['dataset']}, or start from its weights with --ft")
         try:
             load_checkpoint(self.model, ckpt)
         except ValueError as e:

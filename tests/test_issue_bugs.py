@@ -115,3 +115,18 @@ def test_eval_flags_fill_in_what_a_checkpoint_does_not_record_and_never_contradi
         evaluation.evaluate(evaluation.get_args_parser().parse_args([*base, "--backbone", "resnet101"]))
     result = evaluation.evaluate(evaluation.get_args_parser().parse_args([*base, "--backbone", "resnet18"]))
     assert result["images"] == 2 and 0 <= result["mIoU"] <= 1
+
+
+def test_a_non_finite_loss_stops_the_run_naming_epoch_and_iteration_and_saves_nothing(data, monkeypatch, tmp_path):
+    from trainer import TrainingError
+
+    tmp, root, _ = data
+    monkeypatch.setenv("ATTNFD_SYNTHETIC_ROOT", root)
+    args = get_args_parser().parse_args([
+        "--dataset", "synthetic", "--backbone", "mobilenet", "--base-size", "32", "--crop-size", "32",
+        "--batch-size", "2", "--lr", "1e12", "--epochs", "3", "--workers", "0", "--no-pretrained", "--no-cuda",
+        "--no-val", "--log-interval", "1", "--run-dir", str(tmp_path / "run")])
+    t = Trainer(finalize_args(args))
+    with pytest.raises(TrainingError, match=r"non-finite loss at epoch \d+, iteration \d+"):
+        t.fit()
+    assert not list((tmp_path / "run").rglob("checkpoint.pth.tar"))  # nothing saved after the last good state

@@ -74,12 +74,24 @@ class Saver:
             run_id = experiment_id(self.runs[-1]) + 1 if self.runs else 0
             experiment_dir = os.path.join(self.directory, f"experiment_{run_id}")
         self.experiment_dir = experiment_dir
-        os.makedirs(self.experiment_dir, exist_ok=True)
+        try:
+            os.makedirs(self.experiment_dir, exist_ok=True)
+            probe = os.path.join(self.experiment_dir, ".write-test")
+            open(probe, "w").close()
+            os.remove(probe)
+        except OSError as e:
+            raise CheckpointError(f"--run-dir: cannot write the run directory {self.experiment_dir}: "
+                                  f"{e.strerror or e} (choose a writable --run-dir)") from None
 
     def save_checkpoint(self, state, is_best, filename="checkpoint.pth.tar"):
         """Write the latest state; when ``is_best``, record best_pred and update model_best."""
         path = os.path.join(self.experiment_dir, filename)
-        save_atomic(state, path)
+        try:
+            save_atomic(state, path)
+        except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+            why = getattr(e, "strerror", None) or str(e).strip().splitlines()[0]
+            raise CheckpointError(f"cannot write checkpoint {path}: {why} (free disk space or choose another "
+                                  f"--run-dir; the previous checkpoint there is intact)") from None
         if not is_best:
             return path
         best_pred = state["best_pred"]
