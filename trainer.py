@@ -545,7 +545,8 @@ class Trainer:
             if not args.no_val and epoch % args.eval_interval == args.eval_interval - 1:
                 val = self.validation(epoch)
                 record["val"] = val
-                if val["mIoU"] > self.best_pred:
+                first = not any("val" in h for h in self.history)  # a first model_best even at mIoU 0
+                if val["mIoU"] > self.best_pred or first:
                     self.best_pred, is_best = val["mIoU"], True
             self.history.append(record)
             path = self.save(self.state(epoch), is_best)
