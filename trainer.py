@@ -47,7 +47,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def get_args_parser(kd=False):
     p = ArgumentParser(description="AttnFD: DeepLabV3+ " + ("distillation" if kd else "training"),
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--backbone", default="resnet18" if kd else "resnet101", choices=sorted(BACKBONES))
     p.add_argument("--out-stride", type=int, default=16, choices=[8, 16], help="network output stride")
     p.add_argument("--dataset", default="pascal", choices=DATASETS)
@@ -225,7 +225,7 @@ class Trainer:
         self.main = self.rank == 0
         self.log = print if self.main else (lambda *a, **k: None)
         seed_everything(args.seed)  # the same initial weights on every rank
-        local = int(os.environ.get("LOCAL_RANK", 0)) if self.world > 1 else args.gpu_ids[0]
+        local = distributed.local_rank() if self.world > 1 else args.gpu_ids[0]
         self.device = torch.device(f"cuda:{local}" if args.cuda else "cpu")
         self.precision = Precision(self.device, args.amp, args.amp_dtype, args.channels_last)
         resume = load_file(args.resume, "--resume") if args.resume else None
@@ -253,7 +253,7 @@ class Trainer:
             self.log("note: --sync-bn has no effect in a single process (it applies under torchrun)")
         self.precision.prepare(self.net)
         self._wrapped = None  # DDP (and torch.compile) wrapper, built at the first non-warm-up step
-        seed_everything(args.seed + self.rank)  # per-rank dropout and augmentation
+        seed_everything(args.seed + self.rank)  # per-rank dropout (augmentation is seeded per sample)
         self.log(f"Precision: {self.precision.describe()}" + (", torch.compile" if args.compile else "")
                  + (f"; {self.world} processes (DDP, {'NCCL' if args.cuda else 'gloo'}), global batch "
                     f"{args.batch_size} = {self.world} x {args.batch_size // self.world}" if self.world > 1 else ""))
@@ -287,7 +287,7 @@ class Trainer:
         if self.warmup_optimizer is not None and args.start_epoch > 0 and not self.connectors_loaded:
             # no warm-up epoch in this run and no trained connectors to resume: they train with the student
             # (the reference would leave them random for good)
-            self.optimizer.add_param_group({"params": extra, "lr": args.lr})
+            self._connectors_train_with_student()
             self.log(f"note: the run starts at epoch {args.start_epoch}, past the connector warm-up, without "
                      "trained connectors: they train with the student")
 
@@ -306,7 +306,7 @@ class Trainer:
         if self.resumed_rng is not None:
             set_rng_state(self.resumed_rng)  # the resumed run draws the dropout masks the interrupted one would have
         self.log(f"Student DeepLab({args.backbone}): {num_params(self.model) / 1e6:.2f}M parameters "
-              f"({num_params(self.model, attention=False) / 1e6:.2f}M without CBAM)")
+                 f"({num_params(self.model, attention=False) / 1e6:.2f}M without CBAM)")
 
     def _build_distiller(self):
         args = self.args
@@ -325,9 +325,11 @@ class Trainer:
         if saved.get("out_stride", args.out_stride) != args.out_stride:
             self.log(f"note: the teacher was trained at output stride {saved['out_stride']}; it runs at the student's "
                      f"--out-stride {args.out_stride} so that their taps align (the reference does the same)")
+        teacher_mode = ("train (batch-statistics BN, dropout; no autograd)" if args.teacher_train_mode
+                        else "eval (frozen)")
         self.log(f"Teacher DeepLab({self.teacher.backbone_name}) from {args.teacher_path}: "
-              f"{num_params(self.teacher) / 1e6:.2f}M parameters; teacher attention: {mode} ({why}); teacher mode: "
-              f"{'train (batch-statistics BN, dropout; no autograd)' if args.teacher_train_mode else 'eval (frozen)'}")
+                 f"{num_params(self.teacher) / 1e6:.2f}M parameters; teacher attention: {mode} ({why}); "
+                 f"teacher mode: {teacher_mode}")
         return build_distiller(args.method, self.model, self.teacher, args)
 
     def _resume(self, ckpt):
@@ -347,8 +349,7 @@ class Trainer:
         if "optimizer" in ckpt:
             if self.distiller is not None and len(ckpt["optimizer"].get("param_groups", [])) == \
                     len(self.optimizer.param_groups) + 1:  # saved by a run whose connectors trained with the student
-                self.optimizer.add_param_group({"params": list(self.distiller.extra_modules().parameters()),
-                                                "lr": args.lr})
+                self._connectors_train_with_student()
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.distiller is not None and "connectors" in ckpt:
             self.distiller.extra_modules().load_state_dict(ckpt["connectors"])
@@ -365,6 +366,12 @@ class Trainer:
             self.precision.scaler.load_state_dict(ckpt["scaler"])
         where = f"epoch {args.start_epoch}" + (f", iteration {self.start_iteration}" if self.start_iteration else "")
         self.log(f"Resumed {args.resume} at {where} (best mIoU {self.best_pred:.4f})")
+
+    def _connectors_train_with_student(self):
+        """The connectors join the main optimizer (one group at the base lr), once."""
+        extra = list(self.distiller.extra_modules().parameters())
+        if not any(p is extra[0] for g in self.optimizer.param_groups for p in g["params"]):
+            self.optimizer.add_param_group({"params": extra, "lr": self.args.lr})
 
     def train_net(self, warmup):
         """What a training step calls: the distiller/model, under DDP with several processes (the warm-up

@@ -90,7 +90,7 @@ def make_data_loader(args, train_sampler=None, val_sampler=None, batch_size=None
     test_loader = None
     if args.dataset == "camvid":
         test_loader = DataLoader(build_dataset(args, "test"), batch_size=1, shuffle=False, **kwargs)
-    drop_last = len(train_set) // (world_size() if shard else 1) > batch_size
-    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=train_sampler, drop_last=drop_last, **kwargs)
+    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=train_sampler,
+                              drop_last=len(train_sampler) > batch_size, **kwargs)
     val_loader = DataLoader(val_set, batch_size=1, shuffle=False, sampler=val_sampler, **kwargs)
     return train_loader, val_loader, test_loader, train_set.num_classes

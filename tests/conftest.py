@@ -33,3 +33,15 @@ def reference_state_dict(backbone, seed=0, drop_attention=False):
 @pytest.fixture
 def ref_sd():
     return reference_state_dict
+
+
+def save_random_checkpoint(path, backbone="resnet18", num_classes=7, output_stride=16):
+    """A seeded, randomly initialised DeepLab checkpoint that records its backbone (and a non-default stride)."""
+    from modeling import DeepLab
+    from utils.saver import save_atomic
+
+    torch.manual_seed(0)
+    args = {"backbone": backbone, **({"out_stride": output_stride} if output_stride != 16 else {})}
+    save_atomic({"state_dict": DeepLab(num_classes=num_classes, backbone=backbone,
+                                       output_stride=output_stride).state_dict(), "args": args}, str(path))
+    return path

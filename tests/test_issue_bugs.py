@@ -1,22 +1,18 @@
 """Bugs of issue [8/9], each with the test that failed before its fix."""
 import pytest
 import torch
+from conftest import save_random_checkpoint
 
 from dataloaders.synthetic import generate
 from modeling import DeepLab
 from trainer import Trainer, finalize_args, get_args_parser
-from utils.saver import save_atomic
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bugs")
     root = generate(tmp / "data", n_train=8, n_val=2, size=32, seed=0)
-    teacher = tmp / "teacher.pth.tar"
-    torch.manual_seed(0)
-    save_atomic({"state_dict": DeepLab(num_classes=7, backbone="resnet18").state_dict(),
-                 "args": {"backbone": "resnet18"}}, str(teacher))
-    return tmp, root, teacher
+    return tmp, root, save_random_checkpoint(tmp / "teacher.pth.tar")
 
 
 def kd_trainer(data, monkeypatch, *extra):
@@ -78,10 +74,7 @@ def test_balanced_weight_caches_of_sbd_and_plain_pascal_never_collide(tmp_path):
 
 
 def test_a_teacher_trained_at_another_output_stride_is_reported(data, monkeypatch, tmp_path, capsys):
-    torch.manual_seed(0)
-    teacher = tmp_path / "os8.pth.tar"
-    save_atomic({"state_dict": DeepLab(num_classes=7, backbone="resnet18", output_stride=8).state_dict(),
-                 "args": {"backbone": "resnet18", "out_stride": 8}}, str(teacher))
+    teacher = save_random_checkpoint(tmp_path / "os8.pth.tar", output_stride=8)
     t = kd_trainer(data, monkeypatch, "--teacher_path", str(teacher), "--epochs", "1")
     assert "trained at output stride 8; it runs at the student's --out-stride 16" in capsys.readouterr().out
     x = torch.randn(2, 3, 32, 32)

@@ -4,20 +4,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
+from conftest import save_random_checkpoint
 from PIL import Image
-
-from modeling import DeepLab
-from utils.saver import save_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_predict_folder_writes_palette_masks_and_overlays_and_refuses_bad_images(tmp_path):
-    torch.manual_seed(0)
-    ckpt = tmp_path / "student.pth.tar"
-    save_atomic({"state_dict": DeepLab(num_classes=7, backbone="mobilenet").state_dict(),
-                 "args": {"backbone": "mobilenet"}}, str(ckpt))
+    ckpt = save_random_checkpoint(tmp_path / "student.pth.tar", backbone="mobilenet")
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import save_random_checkpoint
 
 from dataloaders.synthetic import generate
-from modeling import DeepLab
-from utils.saver import save_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -47,10 +46,7 @@ def final_state(run_dir):
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("resume")
     root = generate(tmp / "data", n_train=8, n_val=2, size=40, seed=0)
-    teacher = tmp / "teacher.pth.tar"
-    torch.manual_seed(0)
-    save_atomic({"state_dict": DeepLab(num_classes=7, backbone="resnet18").state_dict(),
-                 "args": {"backbone": "resnet18"}}, str(teacher))
+    teacher = save_random_checkpoint(tmp / "teacher.pth.tar")
     env = dict(os.environ, ATTNFD_SYNTHETIC_ROOT=root, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return tmp, teacher, env
 

@@ -24,16 +24,21 @@ def _env_ranks():
 
 
 def init(cuda):
-    """Join the process group when started by torchrun/SLURM; return the device this process uses."""
+    """Join the process group when started by torchrun/SLURM (GPU = the local rank's)."""
     ranks = _env_ranks()
     if ranks is None or is_initialized():
-        return None
+        return
     rank, world, local = ranks
     if cuda:
         torch.cuda.set_device(local)
     os.environ.setdefault("MASTER_PORT", "29500")
     dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
-    return torch.device(f"cuda:{local}" if cuda else "cpu")
+
+
+def local_rank():
+    """This process's index on its machine (torchrun's LOCAL_RANK or SLURM's SLURM_LOCALID); 0 alone."""
+    ranks = _env_ranks() if is_initialized() else None
+    return ranks[2] if ranks else 0
 
 
 def is_initialized():
@@ -46,10 +51,6 @@ def rank():
 
 def world_size():
     return dist.get_world_size() if is_initialized() else 1
-
-
-def is_main():
-    return rank() == 0
 
 
 def barrier():
