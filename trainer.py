@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from dataloaders import DATASETS, class_names, make_data_loader
 from dataloaders.datasets import DatasetError
-from distillation import DISTILLERS, build_distiller, resolve_teacher_attention
+from distillation import add_args as add_distillation_args
+from distillation import build_distiller, teacher_train_mode
 from modeling import DeepLab, load_checkpoint, model_from_checkpoint, num_params
 from modeling.backbone import BACKBONES
 from modeling.imagenet import MissingWeightsError
@@ -106,22 +107,17 @@ def get_args_parser(kd=False):
     p.add_argument("--full-res-val", action="store_true", help="validate at original resolution (no resize)")
     p.add_argument("--run-dir", default="run", help="root of run/<dataset>/<checkname>/experiment_<k>")
     if kd:
-        p.add_argument("--method", default="attnfd", choices=sorted(DISTILLERS))
-        p.add_argument("--attn_lambda", type=float, default=2.0, help="weight of the AttnFD loss")
         p.add_argument("--teacher_path", default="pretrained/teacher-pascal.pth.tar")
         p.add_argument("--teacher-backbone", default="resnet101", choices=sorted(BACKBONES),
                        help="used when the teacher checkpoint does not record its backbone")
-        p.add_argument("--teacher-attention", default="auto", choices=["auto", "checkpoint", "parameter-free"],
-                       help="teacher CBAM: the checkpoint's weights or parameter-free pooling; auto picks the "
-                            "checkpoint's when it has them")
-        p.add_argument("--attn-norm", default="global", choices=["global", "channel"],
-                       help="per-tap normalisation: whole-batch L2 (authors' code) or per channel (paper text)")
+        add_distillation_args(p)  # each method's weight flag (0 = off) and its hyperparameters
         p.add_argument("--no-warmup", dest="warmup", action="store_false",
-                       help="skip the epoch-0 connector warm-up; connectors then train with the student")
-        p.add_argument("--teacher-train-mode", action=argparse.BooleanOptionalAction, default=True,
-                       help="teacher in train mode (batch-statistics BN, decoder dropout) as in the reference, still "
-                            "without autograd; --no-teacher-train-mode freezes it in eval mode. The default is the "
-                            "one the README study supports ('Does it work?')")
+                       help="skip the epoch-0 connector warm-up (AttnFD, Overhaul); connectors then train with the "
+                            "student")
+        p.add_argument("--teacher-train-mode", action=argparse.BooleanOptionalAction, default=None,
+                       help="teacher in train mode (batch-statistics BN, decoder dropout), still without autograd; "
+                            "--no-teacher-train-mode freezes it in eval mode. Default: train mode when AttnFD or "
+                            "Overhaul is on (their references; for AttnFD the README study supports it), else eval")
         p.add_argument("--distill-aspp-dropout", action="store_true",
                        help="keep the ASPP Dropout(0.5) in the distillation forward (the reference's extract_feature "
                             "skips it for teacher and student; plain train.py keeps it)")
@@ -260,12 +256,15 @@ class Trainer:
 
         opt = dict(momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov)
         groups = self.model.param_groups(args.lr, attention_mlp=not (args.kd and args.student_cbam_mlp == "frozen"))
-        extra = list(self.distiller.extra_modules().parameters()) if self.distiller is not None else []
-        if extra and (not args.warmup or self.distiller.train_extra_after_warmup):
-            groups.append({"params": extra, "lr": args.lr})  # no warm-up: connectors train with the student
+        warmup = self.distiller is not None and args.warmup and self.distiller.has_warmup
+        if self.distiller is not None:  # the methods' connectors that train with the student (all, without warm-up)
+            groups += self.distiller.param_groups(args.lr, "student")
+            if not warmup:
+                groups += self.distiller.param_groups(args.lr, "late")
         self.optimizer = sgd(groups, lr=args.lr, **opt)
-        # reference: epoch 0 trains only the connectors, one group at the base lr, same schedule
-        self.warmup_optimizer = sgd(extra, lr=args.lr, **opt) if extra and args.warmup else None
+        # references (AttnFD, Overhaul): epoch 0 trains only the connectors, with their own SGD, same schedule
+        self.warmup_optimizer = sgd(self.distiller.param_groups(args.lr, "warmup"), lr=args.lr, **opt) \
+            if warmup else None
 
         weight = None
         if args.use_balanced_weights:
@@ -318,19 +317,20 @@ class Trainer:
         except ValueError as e:
             raise CheckpointError(f"--teacher_path {args.teacher_path}: {e}") from None
         try:
-            mode, why = resolve_teacher_attention(args.teacher_attention, missing, self.teacher.attention_in_path)
+            distiller = build_distiller(self.model, self.teacher, args, missing_attention=missing)
         except ValueError as e:
-            raise CheckpointError(f"--teacher-attention checkpoint: {args.teacher_path} {e}") from None
-        args.teacher_attention = mode
+            raise TrainingError(str(e)) from None
         if saved.get("out_stride", args.out_stride) != args.out_stride:
             self.log(f"note: the teacher was trained at output stride {saved['out_stride']}; it runs at the student's "
                      f"--out-stride {args.out_stride} so that their taps align (the reference does the same)")
-        teacher_mode = ("train (batch-statistics BN, dropout; no autograd)" if args.teacher_train_mode
+        _, why = teacher_train_mode(args)
+        teacher_mode = ("train (batch-statistics BN, dropout; no autograd)" if distiller.teacher_train_mode
                         else "eval (frozen)")
         self.log(f"Teacher DeepLab({self.teacher.backbone_name}) from {args.teacher_path}: "
-                 f"{num_params(self.teacher) / 1e6:.2f}M parameters; teacher attention: {mode} ({why}); "
-                 f"teacher mode: {teacher_mode}")
-        return build_distiller(args.method, self.model, self.teacher, args)
+                 f"{num_params(self.teacher) / 1e6:.2f}M parameters; teacher mode: {teacher_mode} ({why})")
+        for line in distiller.notes():
+            self.log("Distillation: " + line)
+        return distiller
 
     def _resume(self, ckpt):
         args = self.args
@@ -347,12 +347,16 @@ class Trainer:
             self.log(f"Fine-tuning from {args.resume} (weights only)")
             return
         if "optimizer" in ckpt:
-            if self.distiller is not None and len(ckpt["optimizer"].get("param_groups", [])) == \
-                    len(self.optimizer.param_groups) + 1:  # saved by a run whose connectors trained with the student
+            if self.distiller is not None and len(ckpt["optimizer"].get("param_groups", [])) > \
+                    len(self.optimizer.param_groups):  # saved after the warm-up-only connectors joined the student
                 self._connectors_train_with_student()
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.distiller is not None and "connectors" in ckpt:
-            self.distiller.extra_modules().load_state_dict(ckpt["connectors"])
+            try:
+                self.distiller.load_trainable(ckpt["connectors"])
+            except RuntimeError:
+                raise CheckpointError(f"--resume {args.resume}: its connectors belong to other distillation methods "
+                                      f"than this run's; resume with the same method flags") from None
             self.connectors_loaded = True
             if self.warmup_optimizer is not None and "warmup_optimizer" in ckpt:
                 self.warmup_optimizer.load_state_dict(ckpt["warmup_optimizer"])
@@ -368,10 +372,11 @@ class Trainer:
         self.log(f"Resumed {args.resume} at {where} (best mIoU {self.best_pred:.4f})")
 
     def _connectors_train_with_student(self):
-        """The connectors join the main optimizer (one group at the base lr), once."""
-        extra = list(self.distiller.extra_modules().parameters())
-        if not any(p is extra[0] for g in self.optimizer.param_groups for p in g["params"]):
-            self.optimizer.add_param_group({"params": extra, "lr": self.args.lr})
+        """The warm-up-only connectors (AttnFD's) join the main optimizer, once."""
+        present = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        for group in self.distiller.param_groups(self.args.lr, "late"):
+            if id(group["params"][0]) not in present:
+                self.optimizer.add_param_group(group)
 
     def train_net(self, warmup):
         """What a training step calls: the distiller/model, under DDP with several processes (the warm-up
@@ -392,7 +397,7 @@ class Trainer:
         warmup = self.warmup_optimizer is not None and epoch == 0
         optimizer = self.warmup_optimizer if warmup else self.optimizer
         net = self.train_net(warmup)
-        sync = list(self.distiller.extra_modules().parameters()) if warmup and self.world > 1 else ()
+        sync = [p for g in optimizer.param_groups for p in g["params"]] if warmup and self.world > 1 else ()
         self.train_loader.sampler.set_epoch(epoch, start)
         iters = self.schedule.iters_per_epoch
         self.net.train()
@@ -506,7 +511,7 @@ class Trainer:
         if self.precision.scaler.is_enabled():
             s["scaler"] = self.precision.scaler.state_dict()
         if self.distiller is not None:
-            s["connectors"] = self.distiller.extra_modules().state_dict()
+            s["connectors"] = self.distiller.trainable_modules().state_dict()
             if self.warmup_optimizer is not None:
                 s["warmup_optimizer"] = self.warmup_optimizer.state_dict()
         return s

@@ -22,7 +22,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from distillation import AttnFD  # noqa: E402
+from distillation import AttnFD, Distiller  # noqa: E402
 from modeling import DeepLab  # noqa: E402
 from trainer import sgd, train_step  # noqa: E402
 from utils.device import Precision  # noqa: E402
@@ -72,8 +72,10 @@ def build(a, phases):
     ce = SegmentationLosses().build_loss("ce")
     student = DeepLab(num_classes=a.classes, backbone=a.student) if phases != ["teacher"] else None
     teacher = DeepLab(num_classes=a.classes, backbone=a.teacher) if phases != ["student"] else None
-    net = precision.prepare(AttnFD(student or DeepLab(num_classes=a.classes, backbone="mobilenet"), teacher,
-                                   teacher_train_mode=a.teacher_train_mode) if teacher else student).train()
+    if teacher:
+        student_ = student or DeepLab(num_classes=a.classes, backbone="mobilenet")
+        net = Distiller(student_, teacher, [AttnFD(student_, teacher)], teacher_train_mode=a.teacher_train_mode)
+    net = precision.prepare(net if teacher else student).train()
     opt = sgd([p for p in net.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)  # as the trainer's
     compiled = {m: torch.compile(m) if a.compile else m for m in (student, net) if m is not None}
 

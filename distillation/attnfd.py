@@ -17,7 +17,7 @@ from modeling import CBAM, TAPS
 from utils.device import fp32
 from utils.distributed import global_batch, sum_over_ranks, world_size
 
-from .base import Distiller
+from .base import Method
 
 
 def attnfd_loss(s, t, normalization="global"):
@@ -68,35 +68,56 @@ def build_connector(s_channels, t_channels):
     return nn.Sequential(conv, bn)
 
 
-class AttnFD(Distiller):
-    def __init__(self, student, teacher, attn_lambda=2.0, teacher_attention="checkpoint",
-                 normalization="global", teacher_train_mode=False, aspp_dropout=False):
-        super().__init__(student, teacher, teacher_train_mode, aspp_dropout)
+class AttnFD(Method):
+    """Mansourian et al., arXiv 2403.05451; the reference's defaults: lambda 2, global norm, connectors
+    warmed up alone in epoch 0 and frozen afterwards, teacher in train mode."""
+    name, flag = "attnfd", "attn_lambda"
+    warmup, train_with_student, teacher_train_mode = True, False, True
+
+    @staticmethod
+    def add_args(p):
+        p.add_argument("--attn_lambda", type=float, default=2.0, help="AttnFD weight (paper: 2); 0 turns AttnFD off")
+        p.add_argument("--teacher-attention", default="auto", choices=["auto", "checkpoint", "parameter-free"],
+                       help="AttnFD teacher CBAM: the checkpoint's weights or parameter-free pooling; auto picks the "
+                            "checkpoint's when it has them, as the reference")
+        p.add_argument("--attn-norm", default="global", choices=["global", "channel"],
+                       help="AttnFD normalisation: global (the reference's code) or channel (the paper's text)")
+
+    @classmethod
+    def from_args(cls, student, teacher, args, missing_attention=()):
+        try:
+            mode, why = resolve_teacher_attention(args.teacher_attention, missing_attention, teacher.attention_in_path)
+        except ValueError as e:
+            path = getattr(args, "teacher_path", "the teacher checkpoint")
+            raise ValueError(f"--teacher-attention {args.teacher_attention}: {path} {e}") from None
+        method = cls(student, teacher, args.attn_lambda, mode, args.attn_norm)
+        method.why = why
+        return method
+
+    def __init__(self, student, teacher, attn_lambda=2.0, teacher_attention="checkpoint", normalization="global"):
+        super().__init__()
         self.attn_lambda, self.normalization = attn_lambda, normalization
+        self.teacher_attention_mode, self.why = teacher_attention, "requested"
         s_ch, t_ch = student.tap_channels, teacher.tap_channels
         self.connectors = nn.ModuleDict({tap: build_connector(s_ch[tap], t_ch[tap]) for tap in TAPS})
+        self.student_attention = student.attention()  # plain dicts: the modules live in the nets
         if teacher_attention == "checkpoint":
-            self.teacher_attention = teacher.attention()  # not registered twice: lives in the teacher
+            self.teacher_attention = teacher.attention()
         elif teacher_attention == "parameter-free":
             self.teacher_attention = nn.ModuleDict({tap: CBAM(t_ch[tap], learned=False) for tap in TAPS})
         else:
             raise ValueError(f"teacher_attention must be 'checkpoint' or 'parameter-free', got {teacher_attention!r}")
 
-    def extra_modules(self):
-        return nn.ModuleList(self.connectors.values())
+    def notes(self):
+        return [f"AttnFD: lambda {self.attn_lambda}, {self.normalization} norm; teacher attention: "
+                f"{self.teacher_attention_mode} ({self.why})"]
 
-    def forward(self, images, warmup=False):
-        """Student logits and {'attnfd/<tap>': attn_lambda * loss at that tap}.
-
-        ``warmup=True`` (epoch 0 of the reference) runs the student without autograd: only the
-        connectors learn, the student's weights get no gradient (its BN statistics still update).
-        """
+    def forward(self, student, teacher, warmup=False):
+        """{'attnfd/<tap>': attn_lambda * loss at that tap}; in warm-up the student's CBAM runs without
+        autograd too, so only the connectors learn."""
         with torch.no_grad():
-            t_att = {tap: self.teacher_attention[tap](x) for tap, x in self.teacher_features(images).taps.items()}
+            t_att = {tap: self.teacher_attention[tap](x) for tap, x in teacher.taps.items()}
         with torch.set_grad_enabled(torch.is_grad_enabled() and not warmup):
-            s = self.student_features(images)
-            s_attention = self.student.attention()
-            s_att = {tap: s_attention[tap](s.taps[tap]) for tap in TAPS}
-        losses = {f"attnfd/{tap}": self.attn_lambda * attnfd_loss(self.connectors[tap](s_att[tap]), t_att[tap],
-                                                                  self.normalization) for tap in TAPS}
-        return s.logits, losses
+            s_att = {tap: self.student_attention[tap](student.taps[tap]) for tap in TAPS}
+        return {f"attnfd/{tap}": self.attn_lambda * attnfd_loss(self.connectors[tap](s_att[tap]), t_att[tap],
+                                                                self.normalization) for tap in TAPS}

@@ -23,6 +23,7 @@ class Features:
     logits: torch.Tensor
     taps: dict = field(default_factory=dict)    # name in TAPS -> tap feature (before CBAM)
     stages: list = field(default_factory=list)  # pre-ReLU backbone stage outputs, layer1..layer4
+    heads: list = field(default_factory=list)   # pre-ReLU ASPP (conv1+bn1) and decoder (last_conv[0:6]) outputs
 
 
 class DeepLab(nn.Module):
@@ -47,7 +48,7 @@ class DeepLab(nn.Module):
 
     def forward_features(self, x, logits=True, aspp_dropout=True, stages=True):
         """One forward pass returning logits (None if ``logits=False``), the taps and (``stages=True``)
-        the backbone stages; what is not asked for is not kept alive.
+        the backbone stages and the pre-ReLU heads; what is not asked for is not kept alive.
 
         ``aspp_dropout=False`` skips the ASPP Dropout(0.5) between the ASPP tap and the decoder, as the
         reference's distillation forward (``extract_feature``) does for teacher and student; plain
@@ -59,19 +60,31 @@ class DeepLab(nn.Module):
         refine = self.attention() if self.attention_in_path else dict.fromkeys(TAPS, nn.Identity())
         taps = {"backbone": stages[-1]}
         x = act(refine["backbone"](taps["backbone"]))
-        taps["aspp"] = self.aspp.tap(x)
+        heads = [self.aspp.pre_relu(x)]
+        taps["aspp"] = F.relu(heads[0])
         x = refine["aspp"](taps["aspp"])
         if aspp_dropout:
             x = self.aspp.dropout(x)
-        taps["decoder"] = self.decoder.tap(x, act(stages[0]))
+        heads.append(self.decoder.pre_relu(x, act(stages[0])))
+        taps["decoder"] = F.relu(heads[1])
         out = None
         if logits:
             out = self.decoder.classify(refine["decoder"](taps["decoder"]))
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=True)
-        return Features(out, taps, stages if keep_stages else [])
+        return Features(out, taps, stages if keep_stages else [], heads if keep_stages else [])
 
     def forward(self, x):
         return self.forward_features(x, stages=False).logits
+
+    @property
+    def pre_relu_channels(self):
+        """Channels of ``Features.stages + Features.heads``."""
+        return list(self.backbone.stage_channels) + [256, 256]
+
+    def bns_before_relu(self):
+        """The BatchNorm whose output (plus the residual, in a ResNet stage) is each of ``Features.stages +
+        Features.heads`` (Overhaul's ``get_bn_before_relu``)."""
+        return self.backbone.stage_bns() + [self.aspp.bn1, self.decoder.last_conv[5]]
 
     def freeze_bn(self):
         """Keep every BatchNorm in eval mode (running statistics fixed) from now on, also in train()."""

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distillation import AttnFD, attnfd_loss, build_connector, build_distiller
+from distillation import AttnFD, Distiller, attnfd_loss, build_connector, build_distiller
 from modeling import DeepLab
 from utils.loss import SegmentationLosses
 from utils.lr_scheduler import LRSchedule
@@ -41,6 +41,10 @@ def test_connector_init():
     assert torch.all(c[1].weight == 1) and torch.all(c[1].bias == 0)
 
 
+def attnfd(student, teacher, teacher_train_mode=False, aspp_dropout=False, **kwargs):
+    return Distiller(student, teacher, [AttnFD(student, teacher, **kwargs)], teacher_train_mode, aspp_dropout)
+
+
 def tiny_pair():
     torch.manual_seed(0)
     teacher = DeepLab(num_classes=3, backbone="resnet18")
@@ -73,7 +77,7 @@ def test_distiller_loss_matches_the_pipeline_written_out():
     """Each tap: lambda * sum((c(s)/||c(s)|| - t/||t||)^2) / B with CBAM, connector and norms written out
     by hand from the modules' weights (not by calling the distiller's own modules)."""
     student, teacher = tiny_pair()
-    d = AttnFD(student, teacher, attn_lambda=2.0, teacher_attention="parameter-free").eval()
+    d = attnfd(student, teacher, attn_lambda=2.0, teacher_attention="parameter-free").eval()
     for m in d.modules():  # non-trivial BN statistics, so a wrong BN would show
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
@@ -85,19 +89,19 @@ def test_distiller_loss_matches_the_pipeline_written_out():
         s = student.forward_features(x)
         for tap in ("backbone", "aspp", "decoder"):
             t_ref = _cbam_by_hand(t.taps[tap])
-            conv, bn = d.connectors[tap]
+            conv, bn = d.methods["attnfd"].connectors[tap]
             s_att = _cbam_by_hand(s.taps[tap], student.attention()[tap])
             s_ref = F.batch_norm(F.conv2d(s_att, conv.weight), bn.running_mean, bn.running_var, bn.weight, bn.bias,
                                  eps=bn.eps)
             expected = 2 * ((s_ref / s_ref.pow(2).sum().sqrt() - t_ref / t_ref.pow(2).sum().sqrt()) ** 2).sum() / 2
             assert terms[f"attnfd/{tap}"].item() == pytest.approx(expected.item(), rel=1e-4)
         torch.testing.assert_close(logits, s.logits)
-    assert d.connectors["backbone"][0].weight.shape == (512, 320, 1, 1)
+    assert d.methods["attnfd"].connectors["backbone"][0].weight.shape == (512, 320, 1, 1)
 
 
 def test_teacher_gets_no_gradient_and_keeps_bn_statistics():
     student, teacher = tiny_pair()
-    d = AttnFD(student, teacher, teacher_attention="checkpoint").train()
+    d = attnfd(student, teacher, teacher_attention="checkpoint").train()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     assert not teacher.training and student.training
     logits, terms = d(torch.randn(2, 3, 48, 48))
@@ -106,12 +110,12 @@ def test_teacher_gets_no_gradient_and_keeps_bn_statistics():
     for k, v in teacher.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert student.backbone.cbam.ChannelGate.mlp[1].weight.grad is not None  # student CBAM trains
-    assert d.connectors["aspp"][0].weight.grad is not None
+    assert d.methods["attnfd"].connectors["aspp"][0].weight.grad is not None
 
 
 def test_teacher_train_mode_reproduces_the_reference_drift():
     student, teacher = tiny_pair()
-    d = AttnFD(student, teacher, teacher_train_mode=True).train()
+    d = attnfd(student, teacher, teacher_train_mode=True).train()
     before = teacher.backbone.bn1.running_mean.clone()
     d(torch.randn(2, 3, 48, 48))
     assert teacher.training and not torch.equal(teacher.backbone.bn1.running_mean, before)
@@ -120,12 +124,12 @@ def test_teacher_train_mode_reproduces_the_reference_drift():
 
 def test_warmup_trains_only_the_connectors():
     student, teacher = tiny_pair()
-    d = AttnFD(student, teacher).train()
+    d = attnfd(student, teacher).train()
     logits, terms = d(torch.randn(2, 3, 48, 48), warmup=True)
     assert not logits.requires_grad
     sum(terms.values()).backward()
     assert all(p.grad is None for p in student.parameters())
-    assert all(p.grad is not None for p in d.extra_modules().parameters())
+    assert all(p.grad is not None for p in d.trainable_modules().parameters())
 
 
 def count_calls(module):
@@ -138,7 +142,7 @@ def count_calls(module):
 def test_distillation_forward_skips_the_aspp_dropout_as_the_reference(aspp_dropout):
     """Reference extract_feature: no ASPP Dropout(0.5) for teacher and student; plain forward keeps it."""
     student, teacher = tiny_pair()
-    d = AttnFD(student, teacher, teacher_train_mode=True, aspp_dropout=aspp_dropout).train()
+    d = attnfd(student, teacher, teacher_train_mode=True, aspp_dropout=aspp_dropout).train()
     s_calls, t_calls = count_calls(student.aspp.dropout), count_calls(teacher.aspp.dropout)
     decoder_calls = count_calls(student.decoder.last_conv[3])
     x = torch.randn(2, 3, 48, 48)
@@ -165,15 +169,24 @@ def test_frozen_student_cbam_mlp_leaves_the_linear_layers_out_as_the_reference()
     assert len(full) == sum(1 for p in student.parameters())
 
 
-def test_build_distiller_registry():
+def test_build_distiller_from_flags():
+    from trainer import get_args_parser
     student, teacher = tiny_pair()
-    args = argparse.Namespace(attn_lambda=0.5, teacher_attention="parameter-free", attn_norm="channel",
-                              teacher_train_mode=False, distill_aspp_dropout=True)
-    d = build_distiller("attnfd", student, teacher, args)
-    assert d.attn_lambda == 0.5 and d.normalization == "channel" and d.aspp_dropout
-    assert sum(p.numel() for p in d.teacher_attention.parameters()) == 0
-    with pytest.raises(ValueError, match="--method 'kd'"):
-        build_distiller("kd", student, teacher, args)
+    parse = get_args_parser(kd=True).parse_args
+    d = build_distiller(student, teacher, parse(["--attn_lambda", "0.5", "--teacher-attention", "parameter-free",
+                                                 "--attn-norm", "channel", "--distill-aspp-dropout"]))
+    m = d.methods["attnfd"]
+    assert list(d.methods) == ["attnfd"] and m.attn_lambda == 0.5 and m.normalization == "channel" and d.aspp_dropout
+    assert sum(p.numel() for p in m.teacher_attention.parameters()) == 0 and d.teacher_train_mode  # auto: AttnFD's
+    d = build_distiller(student, teacher, parse(["--attn_lambda", "0", "--kd_lambda", "1", "--cwd_lambda", "3"]))
+    assert list(d.methods) == ["kd", "cwd"] and not d.teacher_train_mode and not d.has_warmup
+    d = build_distiller(student, teacher, parse(["--attn_lambda", "0", "--kd_lambda", "1", "--teacher-train-mode"]))
+    assert d.teacher_train_mode
+    with pytest.raises(ValueError, match="every distillation weight is 0.*--kd_lambda"):
+        build_distiller(student, teacher, parse(["--attn_lambda", "0"]))
+    with pytest.raises(ValueError, match="--teacher-attention checkpoint: T.pth has no CBAM weights"):
+        build_distiller(student, teacher, parse(["--teacher-attention", "checkpoint", "--teacher_path", "T.pth"]),
+                        missing_attention=["backbone.cbam.x"])
 
 
 def test_ce_is_divided_by_the_batch_and_focal_matches_its_formula():
@@ -225,12 +238,15 @@ def test_evaluator_metrics_by_hand():
 
 
 def test_train_kd_defaults_are_the_ones_the_study_chose():
-    """README 'Does it work?': teacher in train mode, no ASPP dropout, global norm, warm-up, lambda 2."""
+    """README 'Does it work?': teacher in train mode (auto, with AttnFD on), no ASPP dropout, global norm,
+    warm-up, lambda 2; the other methods off."""
+    from distillation import METHODS, teacher_train_mode
     from trainer import get_args_parser
 
     a = get_args_parser(kd=True).parse_args([])
-    assert (a.teacher_train_mode, a.distill_aspp_dropout, a.attn_norm, a.warmup, a.attn_lambda,
+    assert (teacher_train_mode(a)[0], a.distill_aspp_dropout, a.attn_norm, a.warmup, a.attn_lambda,
             a.student_cbam_mlp) == (True, False, "global", True, 2.0, "train")
+    assert [m for m in METHODS.values() if getattr(a, m.flag) != 0] == [METHODS["attnfd"]]
     assert get_args_parser(kd=True).parse_args(["--no-teacher-train-mode"]).teacher_train_mode is False
 
 

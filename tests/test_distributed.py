@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from distillation import AttnFD
+from distillation import AttnFD, Distiller
 from modeling import DeepLab
 from trainer import sgd, train_step
 from utils.device import Precision
@@ -40,7 +40,7 @@ def build():
     torch.manual_seed(0)
     student = DeepLab(num_classes=CLASSES, backbone="mobilenet")
     teacher = DeepLab(num_classes=CLASSES, backbone="resnet18")
-    kd = AttnFD(student, teacher, teacher_train_mode=True)
+    kd = Distiller(student, teacher, [AttnFD(student, teacher)], teacher_train_mode=True)
     for m in kd.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
@@ -51,13 +51,13 @@ def one_step(net, kd):
     x, y = batch()
     r, w = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     part = slice(r * BATCH // w, (r + 1) * BATCH // w)
-    groups = kd.student.param_groups(LR) + [{"params": list(kd.extra_modules().parameters()), "lr": LR}]
+    groups = kd.student.param_groups(LR) + kd.param_groups(LR, "late")
     opt = sgd(groups, lr=LR, momentum=0.9, weight_decay=5e-4)
     kd.train()
     logged = train_step(net, SegmentationLosses().build_loss("ce"), opt, Precision(torch.device("cpu")),
                         x[part], y[part])
     state = {f"student.{k}": v for k, v in kd.student.state_dict().items()}
-    state.update({f"connectors.{k}": v for k, v in kd.extra_modules().state_dict().items()})
+    state.update({f"connectors.{k}": v for k, v in kd.trainable_modules().state_dict().items()})
     torch.set_default_dtype(torch.float32)
     return {k: float(v) for k, v in logged.items()}, state
 

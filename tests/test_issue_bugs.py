@@ -25,13 +25,16 @@ def kd_trainer(data, monkeypatch, *extra):
     return Trainer(finalize_args(args, kd=True))
 
 
+K = "attnfd.connectors.backbone.0.weight"
+
+
 def test_connectors_learn_when_the_run_starts_past_the_warmup_epoch(data, monkeypatch):
     """--start_epoch 1 (or --resume of a checkpoint without connectors) skips the epoch-0 warm-up, where
     the reference trains its connectors; they then trained with nothing and stayed random."""
     t = kd_trainer(data, monkeypatch, "--start_epoch", "1", "--epochs", "2")
-    before = {k: v.clone() for k, v in t.distiller.extra_modules().state_dict().items()}
+    before = {k: v.clone() for k, v in t.distiller.trainable_modules().state_dict().items()}
     t.fit()
-    after = t.distiller.extra_modules().state_dict()
+    after = t.distiller.trainable_modules().state_dict()
     learned = [k for k in before if k.endswith("0.weight") and not torch.equal(before[k], after[k])]
     assert len(learned) == 3, "every connector conv must learn when there is no warm-up epoch in the run"
     # resuming that run keeps its optimizer (with the connectors' group) and the connectors keep learning
@@ -39,15 +42,15 @@ def test_connectors_learn_when_the_run_starts_past_the_warmup_epoch(data, monkey
     r = kd_trainer(data, monkeypatch, "--resume", ckpt, "--epochs", "3")
     assert r.args.start_epoch == 2 and len(r.optimizer.param_groups) == 3
     r.fit()
-    assert not torch.equal(r.distiller.extra_modules().state_dict()["0.0.weight"], after["0.0.weight"])
+    assert not torch.equal(r.distiller.trainable_modules().state_dict()[K], after[K])
 
 
 def test_connectors_stay_fixed_after_a_warmup_as_in_the_reference(data, monkeypatch):
     t = kd_trainer(data, monkeypatch, "--epochs", "2")
     t.training(0)
-    warm = {k: v.clone() for k, v in t.distiller.extra_modules().state_dict().items()}
+    warm = {k: v.clone() for k, v in t.distiller.trainable_modules().state_dict().items()}
     t.training(1)
-    after = t.distiller.extra_modules().state_dict()
+    after = t.distiller.trainable_modules().state_dict()
     assert all(torch.equal(warm[k], after[k]) for k in warm if k.endswith("0.weight"))
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distillation import AttnFD
+from distillation import AttnFD, Distiller
 from modeling import DeepLab, model_from_checkpoint
 from trainer import get_args_parser, main, sgd, train_step
 from utils.device import Precision, amp_dtype
@@ -60,7 +60,7 @@ def test_amp_trains_a_tiny_problem_on_cpu(dtype):
 def test_attnfd_step_under_bf16_has_fp32_finite_terms_close_to_fp32():
     torch.manual_seed(0)
     student, teacher = DeepLab(num_classes=3, backbone="mobilenet"), DeepLab(num_classes=3, backbone="resnet18")
-    kd = AttnFD(student, teacher).train()
+    kd = Distiller(student, teacher, [AttnFD(student, teacher)]).train()
     x, _ = toy_batch()
     with torch.no_grad():
         with torch.random.fork_rng():

@@ -41,6 +41,10 @@ class MobileNetV2(nn.Module):
             if dilation > 1:
                 m.dilation, m.padding = (dilation, dilation), (dilation, dilation)
 
+    def stage_bns(self):
+        """The last BatchNorm of each stage (linear bottleneck: its output is the stage output)."""
+        return [[m for m in self.features[a:b].modules() if isinstance(m, nn.BatchNorm2d)][-1] for a, b in STAGES]
+
     def forward(self, x):
         stages = []
         for a, b in STAGES:

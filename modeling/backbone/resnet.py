@@ -96,6 +96,11 @@ class ResNet(nn.Module):
         blocks += [block(self.inplanes, planes, 1, g * dilation) for g in grid[1:]]
         return nn.Sequential(*blocks)
 
+    def stage_bns(self):
+        """The last BatchNorm of each stage's last block (its output + the residual is the stage output)."""
+        return [layer[-1].bn3 if isinstance(layer[-1], Bottleneck) else layer[-1].bn2
+                for layer in (self.layer1, self.layer2, self.layer3, self.layer4)]
+
     def forward(self, x):
         x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
         stages = []

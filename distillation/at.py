@@ -1,0 +1,52 @@
+"""AT (Zagoruyko & Komodakis, ICLR 2017): attention transfer at the four backbone stages.  The
+attention map of a stage is the channel mean of its squared activations, flattened and L2-normalised
+per sample; the loss is beta/2 x sum over stages of mean((Q_s - Q_t)^2), the paper's form with
+beta = 1000 (its default; CIRKD applies the same map to one late feature with weight 1e4).
+
+Activations are the stage outputs after their ReLU, as the paper's (ResNet stage outputs); a student map
+of another resolution is resized to the teacher's.  Channel counts may differ: the maps are channel means.
+"""
+import torch.nn.functional as F
+
+from utils.device import fp32
+
+from .base import Method, global_mean, resize_to
+
+
+def attention_map(x):
+    """(B, C, H, W) -> (B, 1, H, W): mean over channels of x^2, in fp32."""
+    return fp32(x).pow(2).mean(1, keepdim=True)
+
+
+def at_loss(s, t):
+    """mean over the global batch and the pixels of (Q_s - Q_t)^2, Q = map / ||map|| per sample."""
+    q_s = F.normalize(resize_to(attention_map(s), t).flatten(1), dim=1)
+    q_t = F.normalize(attention_map(t).flatten(1), dim=1)
+    return global_mean((q_s - q_t).pow(2).sum(), q_s, q_s.shape[1])
+
+
+class AT(Method):
+    name, flag = "at", "at_lambda"
+    teacher_needs = student_needs = frozenset({"stages"})
+
+    @staticmethod
+    def add_args(p):
+        p.add_argument("--at_lambda", type=float, default=0.0,
+                       help="AT weight beta; the loss is beta/2 x the sum over stages (paper: 1000); 0 = off")
+
+    @classmethod
+    def from_args(cls, student, teacher, args, **_):
+        return cls(args.at_lambda, student.backbone.stage_relu, teacher.backbone.stage_relu)
+
+    def __init__(self, weight=1000.0, student_relu=True, teacher_relu=True):
+        super().__init__()
+        self.weight, self.student_relu, self.teacher_relu = weight, student_relu, teacher_relu
+
+    def notes(self):
+        return [f"AT: beta {self.weight} (loss beta/2 x sum over the 4 backbone stages)"]
+
+    def forward(self, student, teacher, warmup=False):
+        act = lambda x, relu: F.relu(x) if relu else x  # noqa: E731
+        total = sum(at_loss(act(s, self.student_relu), act(t, self.teacher_relu))
+                    for s, t in zip(student.stages, teacher.stages))
+        return {"at": self.weight / 2 * total}

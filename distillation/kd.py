@@ -1,0 +1,42 @@
+"""KD (Hinton et al., 2015), pixel-wise: KL(softmax(t / T) || softmax(s / T)) x T^2, mean over pixels.
+
+Defaults as the segmentation distillation benchmarks that report KD for DeepLabV3 students (CIRKD,
+Yang et al. 2022, ``--kd-temperature 1 --lambda-kd 1``; DIST's segmentation code uses the same): T 1,
+weight 1.  All pixels count (also ignore-label ones), as there.
+"""
+import torch.nn.functional as F
+
+from utils.device import fp32
+
+from .base import Method, global_mean
+
+
+def kd_loss(s_logits, t_logits, temperature=1.0):
+    """T^2 x the mean over the pixels of the global batch of sum_c p_t (log p_t - log p_s), in fp32."""
+    s, t = fp32(s_logits) / temperature, fp32(t_logits) / temperature
+    kl = (F.softmax(t, 1) * (F.log_softmax(t, 1) - F.log_softmax(s, 1))).sum()
+    return temperature ** 2 * global_mean(kl, s, s.shape[2] * s.shape[3])
+
+
+class KD(Method):
+    name, flag = "kd", "kd_lambda"
+    teacher_needs = frozenset({"logits"})
+
+    @staticmethod
+    def add_args(p):
+        p.add_argument("--kd_lambda", type=float, default=0.0, help="KD weight (CIRKD: 1); 0 = off")
+        p.add_argument("--kd_T", type=float, default=1.0, help="KD temperature (CIRKD: 1)")
+
+    @classmethod
+    def from_args(cls, student, teacher, args, **_):
+        return cls(args.kd_lambda, args.kd_T)
+
+    def __init__(self, weight=1.0, temperature=1.0):
+        super().__init__()
+        self.weight, self.temperature = weight, temperature
+
+    def notes(self):
+        return [f"KD: lambda {self.weight}, T {self.temperature}"]
+
+    def forward(self, student, teacher, warmup=False):
+        return {"kd": self.weight * kd_loss(student.logits, teacher.logits, self.temperature)}
