@@ -7,7 +7,7 @@ from .base import Distiller, Method
 from .cwd import CWD, cwd_loss
 from .dist import DIST, dist_loss
 from .kd import KD, kd_loss
-from .overhaul import Overhaul, margin_from_bn, overhaul_partial_l2
+from .overhaul import Overhaul, margin_from_bn, overhaul_loss, overhaul_partial_l2
 from .skd import SKD, skd_pairwise_loss
 
 METHODS = {m.name: m for m in (AttnFD, KD, AT, Overhaul, CWD, DIST, SKD)}
@@ -48,5 +48,5 @@ def build_distiller(student, teacher, args, missing_attention=()):
 
 __all__ = ["AT", "AttnFD", "CWD", "DIST", "Distiller", "KD", "METHODS", "Method", "Overhaul", "SKD",
            "active_methods", "add_args", "at_loss", "attnfd_loss", "build_connector", "build_distiller", "cwd_loss",
-           "dist_loss", "kd_loss", "margin_from_bn", "overhaul_partial_l2", "resolve_teacher_attention",
-           "skd_pairwise_loss", "teacher_train_mode"]
+           "dist_loss", "kd_loss", "margin_from_bn", "overhaul_loss", "overhaul_partial_l2",
+           "resolve_teacher_attention", "skd_pairwise_loss", "teacher_train_mode"]

@@ -87,7 +87,8 @@ class Distiller(nn.Module):
         three connectors alone (``0.0.weight`` = backbone tap ...)."""
         from modeling import TAPS
         if state and all(k.split(".")[0].isdigit() for k in state):
-            state = {f"attnfd.connectors.{TAPS[int(k.split('.')[0])]}.{k.split('.', 1)[1]}": v for k, v in state.items()}
+            state = {"attnfd.connectors." + TAPS[int(k.split(".")[0])] + "." + k.split(".", 1)[1]: v
+                     for k, v in state.items()}
         self.trainable_modules().load_state_dict(state)
 
     def notes(self):

@@ -54,4 +54,5 @@ class DIST(Method):
         return [f"DIST: lambda {self.weight}, beta {self.beta}, gamma {self.gamma}, T {self.temperature}"]
 
     def forward(self, student, teacher, warmup=False):
-        return {"dist": self.weight * dist_loss(student.logits, teacher.logits, self.beta, self.gamma, self.temperature)}
+        loss = dist_loss(student.logits, teacher.logits, self.beta, self.gamma, self.temperature)
+        return {"dist": self.weight * loss}

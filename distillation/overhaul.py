@@ -42,6 +42,13 @@ def overhaul_partial_l2(source, target, margin):
     return ((source - target).pow(2) * mask).sum()
 
 
+def overhaul_loss(sources, targets, margins, dividers=DIVIDERS):
+    """sum over features of partial L2 / divider, divided by the global batch size (sums over ranks)."""
+    total = sum(overhaul_partial_l2(resize_to(s, t), t, m) / d
+                for s, t, m, d in zip(sources, targets, margins, dividers))
+    return global_mean(total, sources[0])
+
+
 class Overhaul(Method):
     name, flag = "overhaul", "overhaul_lambda"
     teacher_needs = student_needs = frozenset({"stages"})
@@ -68,7 +75,6 @@ class Overhaul(Method):
         return [f"Overhaul: lambda {self.weight}, 6 features, dividers {DIVIDERS}, connectors at {self.lr_mult:g}x lr"]
 
     def forward(self, student, teacher, warmup=False):
-        s_feats, t_feats = student.stages + student.heads, teacher.stages + teacher.heads
-        total = sum(overhaul_partial_l2(resize_to(c(s), t), t, getattr(self, f"margin{i}")) / d
-                    for i, (c, s, t, d) in enumerate(zip(self.connectors, s_feats, t_feats, DIVIDERS)))
-        return {"overhaul": self.weight * global_mean(total, s_feats[0])}
+        sources = [c(s) for c, s in zip(self.connectors, student.stages + student.heads)]
+        margins = [getattr(self, f"margin{i}") for i in range(len(sources))]
+        return {"overhaul": self.weight * overhaul_loss(sources, teacher.stages + teacher.heads, margins)}

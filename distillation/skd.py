@@ -36,7 +36,7 @@ class SKD(Method):
 
     @staticmethod
     def add_args(p):
-        p.add_argument("--skd_lambda", type=float, default=0.0, help="SKD pairwise weight (its run script: 0.5); 0 = off")
+        p.add_argument("--skd_lambda", type=float, default=0.0, help="SKD pairwise weight (run script: 0.5); 0 = off")
         p.add_argument("--skd_pool_scale", type=float, default=0.5, help="SKD node size as a fraction of the feature")
 
     @classmethod

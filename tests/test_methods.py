@@ -1,0 +1,236 @@
+"""The comparison methods (KD, AT, Overhaul, CWD, DIST, SKD) and AttnFD behind one interface: known values
+on hand-built tensors, zero when the student reproduces the teacher, gradients only to the student and
+the connectors, channel/size mismatches, bf16 autocast, and global-batch reductions under torch.distributed."""
+import copy
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from distillation import (
+    METHODS,
+    at_loss,
+    attnfd_loss,
+    build_distiller,
+    cwd_loss,
+    dist_loss,
+    kd_loss,
+    margin_from_bn,
+    overhaul_loss,
+    overhaul_partial_l2,
+    skd_pairwise_loss,
+)
+from modeling import DeepLab
+from trainer import get_args_parser
+
+PAPER = {"attn_lambda": "2", "kd_lambda": "1", "at_lambda": "1000", "overhaul_lambda": "1e-5", "cwd_lambda": "3",
+         "dist_lambda": "1", "skd_lambda": "0.5"}
+
+
+def flags(*names, extra=()):
+    """train_kd.py args with exactly ``names`` (method names) on at their papers' weights."""
+    argv = []
+    for m in METHODS.values():
+        argv += [f"--{m.flag}", PAPER[m.flag] if m.name in names else "0"]
+    return get_args_parser(kd=True).parse_args(argv + list(extra))
+
+
+# ---- known values on hand-built tensors -------------------------------------------------------------
+
+def test_kd_by_hand():
+    s = torch.zeros(1, 2, 1, 2)                      # two pixels, uniform student
+    t = torch.tensor([[math.log(3), 0.0], [0.0, 0.0]]).view(1, 2, 1, 2)  # pixel 0: p_t = (.75, .25); pixel 1: uniform
+    kl0 = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert kd_loss(s, t).item() == pytest.approx(kl0 / 2, rel=1e-5)   # mean over the two pixels
+    # T = 2: p_t(pixel 0) = softmax(log(3)/2, 0) = (sqrt3, 1)/(sqrt3 + 1); x T^2
+    a = math.sqrt(3) / (math.sqrt(3) + 1)
+    kl = a * math.log(a / 0.5) + (1 - a) * math.log((1 - a) / 0.5)
+    assert kd_loss(s, t, temperature=2).item() == pytest.approx(4 * kl / 2, rel=1e-5)
+
+
+def test_cwd_by_hand():
+    # one channel, two pixels: teacher's spatial distribution (.25, .75), student's uniform
+    s, t = torch.zeros(1, 1, 1, 2), torch.tensor([0.0, math.log(3)]).view(1, 1, 1, 2)
+    kl = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
+    assert cwd_loss(s, t, temperature=1).item() == pytest.approx(kl, rel=1e-5)
+    # two samples x two channels, only one (sample, channel) differs: divided by N x C = 4; x T^2
+    s4, t4 = torch.zeros(2, 2, 1, 2), torch.zeros(2, 2, 1, 2)
+    t4[1, 0] = t[0, 0] * 4  # at T = 4 the same distribution
+    assert cwd_loss(s4, t4, temperature=4).item() == pytest.approx(16 * kl / 4, rel=1e-5)
+
+
+def _pearson(a, b):
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b))
+    return cov / (math.sqrt(sum((x - ma) ** 2 for x in a)) * math.sqrt(sum((y - mb) ** 2 for y in b)) + 1e-8)
+
+
+def test_dist_by_hand():
+    p_s = [[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]  # two pixels' class probabilities
+    p_t = [[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]]
+    s = torch.tensor(p_s).log().t().reshape(1, 3, 1, 2)  # logits whose softmax is p
+    t = torch.tensor(p_t).log().t().reshape(1, 3, 1, 2)
+    inter = 1 - sum(_pearson(a, b) for a, b in zip(p_s, p_t)) / 2
+    intra = 1 - sum(_pearson([r[c] for r in p_s], [r[c] for r in p_t]) for c in range(3)) / 3
+    assert dist_loss(s, t).item() == pytest.approx(inter + intra, rel=1e-4)
+    assert dist_loss(s, t, beta=2, gamma=0.5).item() == pytest.approx(2 * inter + 0.5 * intra, rel=1e-4)
+
+
+def test_at_by_hand_also_across_channel_counts_and_sizes():
+    s = torch.tensor([[3.0, 0.0], [4.0, 0.0]]).view(1, 2, 1, 2)         # map: (12.5, 0) -> (1, 0)
+    t = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]).view(1, 3, 1, 2)  # map: (1, 1) -> (.707, .707)
+    r = 1 / math.sqrt(2)
+    assert at_loss(s, t).item() == pytest.approx(((1 - r) ** 2 + r ** 2) / 2, rel=1e-5)
+    assert at_loss(t[:, :2], t).item() == 0
+    # a student map of another size is resized to the teacher's
+    assert at_loss(torch.ones(1, 2, 2, 2), torch.ones(1, 3, 4, 4)).item() == pytest.approx(0, abs=1e-12)
+
+
+def test_overhaul_margin_and_partial_l2_by_hand():
+    bn = torch.nn.BatchNorm2d(2)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.0, 2.0]))
+        bn.bias.copy_(torch.tensor([0.0, 20.0]))  # channel 1: P(x < 0) ~ 0 -> -3 std
+    m = margin_from_bn(bn).flatten()
+    assert m[0].item() == pytest.approx(-2 / math.sqrt(2 * math.pi), rel=1e-6) and m[1].item() == pytest.approx(-6)
+    source = torch.tensor([1.0, -2.0, -0.5]).view(1, 1, 1, 3)
+    target = torch.tensor([0.5, -1.0, -3.0]).view(1, 1, 1, 3)
+    # clipped target (.5, -1, -1); position 1: source below a negative target -> skipped
+    assert overhaul_partial_l2(source, target, torch.tensor(-1.0)).item() == pytest.approx(0.25 + 0.25)
+    # over features: / divider each, / batch size
+    loss = overhaul_loss([source.repeat(2, 1, 1, 1)] * 2, [target.repeat(2, 1, 1, 1)] * 2, [torch.tensor(-1.0)] * 2,
+                         dividers=[8, 1])
+    assert loss.item() == pytest.approx((1.0 / 8 + 1.0) / 2)
+
+
+def test_skd_by_hand():
+    s = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(1, 2, 1, 2)  # nodes (1,0), (0,1): similarity I
+    t = torch.tensor([[1.0, 2.0], [0.0, 0.0]]).view(1, 2, 1, 2)  # nodes (1,0), (2,0): all ones
+    assert skd_pairwise_loss(s, t, pool_scale=0.5).item() == pytest.approx(2 / 4, rel=1e-5)
+    assert skd_pairwise_loss(torch.ones(1, 5, 1, 2), t, 0.5).item() == pytest.approx(0, abs=1e-6)  # 5 vs 2 channels
+
+
+# ---- every method on real DeepLabs ----------------------------------------------------------------------
+
+def _identity_connectors(distiller):
+    """Connectors that pass features through unchanged (1x1 identity conv, eval BN with eps 0)."""
+    for m in distiller.trainable_modules().modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.eye_(m.weight.view(m.weight.shape[0], -1))
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eps = 0.0
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_loss_is_zero_when_the_student_reproduces_the_teacher(name):
+    torch.manual_seed(0)
+    teacher = DeepLab(num_classes=3, backbone="resnet18")
+    student = copy.deepcopy(teacher)
+    d = build_distiller(student, teacher, flags(name, extra=["--teacher-attention", "checkpoint"])).eval()
+    _identity_connectors(d)
+    with torch.no_grad():
+        _, terms = d(torch.randn(2, 3, 48, 48))
+    assert terms and all(abs(v.item()) < 1e-6 for v in terms.values()), terms
+    # and not zero for a student with other weights
+    d = build_distiller(DeepLab(num_classes=3, backbone="resnet18"), teacher, flags(name)).eval()
+    with torch.no_grad():
+        _, terms = d(torch.randn(2, 3, 48, 48))
+    assert sum(terms.values()).item() > 1e-6
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_gradients_reach_only_the_student_and_the_connectors(name):
+    """MobileNetV2 student (24..320 channels) vs ResNet-18 teacher (64..512): channel mismatches throughout."""
+    torch.manual_seed(0)
+    teacher, student = DeepLab(num_classes=3, backbone="resnet18"), DeepLab(num_classes=3, backbone="mobilenet")
+    d = build_distiller(student, teacher, flags(name)).train()
+    _, terms = d(torch.randn(2, 3, 48, 48))
+    assert set(terms) == ({f"attnfd/{t}" for t in ("backbone", "aspp", "decoder")} if name == "attnfd" else {name})
+    sum(terms.values()).backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    own = list(d.methods[name].parameters())
+    assert all(p.grad is not None for p in own) and bool(own) == (name in ("attnfd", "overhaul"))
+    named = {id(p) for p in student.parameters()} | {id(p) for p in own}
+    assert all(id(p) in named for p in d.parameters() if p.grad is not None)
+
+
+def test_warmup_runs_only_the_methods_that_warm_up_and_freezes_the_student():
+    torch.manual_seed(0)
+    teacher, student = DeepLab(num_classes=3, backbone="resnet18"), DeepLab(num_classes=3, backbone="mobilenet")
+    d = build_distiller(student, teacher, flags(*METHODS)).train()
+    logits, terms = d(torch.randn(2, 3, 48, 48), warmup=True)
+    assert {k.split("/")[0] for k in terms} == {"attnfd", "overhaul"} and not logits.requires_grad
+    sum(terms.values()).backward()
+    assert all(p.grad is None for p in student.parameters())
+    groups = {ph: [(g["name"], g["lr"]) for g in d.param_groups(0.1, ph)] for ph in ("warmup", "student", "late")}
+    assert groups == {"warmup": [("attnfd", 0.1), ("overhaul", 1.0)], "student": [("overhaul", 1.0)],
+                      "late": [("attnfd", 0.1)]}
+
+
+LOSSES = {
+    "attnfd": lambda s, t: attnfd_loss(s, t),
+    "kd": lambda s, t: kd_loss(s, t, 2.0),
+    "at": at_loss,
+    "overhaul": lambda s, t: overhaul_loss([s], [t], [torch.tensor(-0.5)], dividers=[2]),
+    "cwd": cwd_loss,
+    "dist": dist_loss,
+    "skd": skd_pairwise_loss,
+}
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_losses_are_fp32_finite_and_right_under_bf16_autocast(name):
+    torch.manual_seed(0)
+    s = (3 * torch.randn(2, 5, 12, 12)).bfloat16()
+    t = (3 * torch.randn(2, 5, 12, 12)).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = LOSSES[name](s, t)
+    exact = LOSSES[name](s.float(), t.float())
+    assert low.dtype == torch.float32 and torch.isfinite(low)
+    assert low.item() == pytest.approx(exact.item(), rel=1e-4)
+
+
+# ---- global-batch reductions under torch.distributed (gloo, 2 processes) -----------------------------------
+
+def _inputs():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(4, 5, 6, 6, generator=g, dtype=torch.float64), \
+        torch.randn(4, 5, 6, 6, generator=g, dtype=torch.float64)
+
+
+def _value_and_grad(name, s, t):
+    s = s.clone().requires_grad_(True)
+    loss = LOSSES[name](s, t)
+    loss.backward()
+    return loss.item(), s.grad
+
+
+def _worker(rank, port, out):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    s, t = _inputs()
+    part = slice(2 * rank, 2 * rank + 2)
+    result = {name: _value_and_grad(name, s[part], t[part]) for name in LOSSES}
+    torch.save(result, os.path.join(out, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_every_loss_reduces_over_the_global_batch(tmp_path):
+    """Two ranks with half the batch each hold the loss one process computes on the whole batch, and the
+    gradients of their halves, averaged over the ranks as DDP averages, are that process's gradient."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    s, t = _inputs()
+    for name in LOSSES:
+        value, grad = _value_and_grad(name, s, t)
+        for r, result in enumerate(ranks):
+            assert result[name][0] == pytest.approx(value, rel=1e-9), name
+            torch.testing.assert_close(result[name][1] / 2, grad[2 * r:2 * r + 2], rtol=1e-7, atol=1e-12, msg=name)
