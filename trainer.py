@@ -37,6 +37,8 @@ from utils.summaries import TensorboardSummary
 
 EPOCHS = {"coco": 30, "cityscapes": 200, "pascal": 50, "camvid": 200, "synthetic": 10}
 LRS = {"coco": 0.1, "cityscapes": 0.01, "pascal": 0.007, "camvid": 0.01, "synthetic": 0.01}  # per batch of 6
+DEFAULT_TEACHER = "pretrained/teacher-pascal.pth.tar"  # the reference's default path
+TEACHER_URL = "https://drive.google.com/file/d/1_TM1p38Ev-e-P68YUQGMo7YpkK_-AUFq/view?usp=sharing"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -107,7 +109,7 @@ def get_args_parser(kd=False):
     p.add_argument("--full-res-val", action="store_true", help="validate at original resolution (no resize)")
     p.add_argument("--run-dir", default="run", help="root of run/<dataset>/<checkname>/experiment_<k>")
     if kd:
-        p.add_argument("--teacher_path", default="pretrained/teacher-pascal.pth.tar")
+        p.add_argument("--teacher_path", default=DEFAULT_TEACHER)
         p.add_argument("--teacher-backbone", default="resnet101", choices=sorted(BACKBONES),
                        help="used when the teacher checkpoint does not record its backbone")
         add_distillation_args(p)  # each method's weight flag (0 = off) and its hyperparameters
@@ -309,6 +311,11 @@ class Trainer:
 
     def _build_distiller(self):
         args = self.args
+        if args.teacher_path == DEFAULT_TEACHER and not os.path.isfile(args.teacher_path):
+            raise CheckpointError(f"--teacher_path: no teacher at {DEFAULT_TEACHER}; download the AttnFD release's "
+                                  f"ResNet-101 DeepLabV3+ Pascal VOC checkpoint ({TEACHER_URL}, linked from "
+                                  f"github.com/AmirMansurian/AttnFD) and save it as {DEFAULT_TEACHER} (see "
+                                  f"pretrained/README.md), or give --teacher_path a teacher of your own")
         ckpt = load_file(args.teacher_path, "--teacher_path")
         try:
             self.teacher, missing, saved = model_from_checkpoint(ckpt, output_stride=args.out_stride,

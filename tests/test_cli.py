@@ -1,5 +1,6 @@
 """End to end: the real CLIs as subprocesses on a tiny generated dataset."""
 import json
+import math
 import os
 import struct
 import subprocess
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import save_random_checkpoint
 from tensorboardX.proto import event_pb2
 
 from dataloaders.synthetic import generate
@@ -115,6 +117,35 @@ def test_teacher_baseline_distillation_resume_and_eval(work):
     result = json.loads(out.read_text())
     assert 0 <= result["mIoU"] <= 1 and len(result["IoU"]) == 7 and result["images"] == 2
     assert len(list((tmp / "vis").glob("*_overlay.png"))) == 2
+
+
+def test_all_seven_methods_at_once_with_a_mobilenet_student(work, tmp_path):
+    """AttnFD + KD + AT + Overhaul + CWD + DIST + SKD in one run: epoch 0 warms up the AttnFD and Overhaul
+    connectors alone; after it (here a resumed run) the student and Overhaul's connectors learn, AttnFD's stay."""
+    _, env = work
+    teacher = save_random_checkpoint(tmp_path / "teacher.pth.tar")
+    kd = ["--backbone", "mobilenet", "--teacher_path", str(teacher), "--checkname", "all", *COMMON,
+          "--attn_lambda", "2", "--kd_lambda", "1", "--at_lambda", "1000", "--overhaul_lambda", "1e-5",
+          "--cwd_lambda", "3", "--dist_lambda", "1", "--skd_lambda", "0.5"]
+    p = run("train_kd.py", "--epochs", "1", *kd, env=env, cwd=tmp_path)
+    for method in ("AttnFD", "KD", "AT", "Overhaul", "CWD", "DIST", "SKD"):
+        assert f"Distillation: {method}:" in p.stdout
+    assert "teacher mode: train" in p.stdout
+    exp = tmp_path / "run" / "synthetic" / "all" / "experiment_0"
+    warm = load(exp / "checkpoint.pth.tar")
+    assert {k.split(".")[0] for k in warm["connectors"]} == {"attnfd", "overhaul"}
+    run("train_kd.py", "--epochs", "2", "--resume", str(exp / "checkpoint.pth.tar"), *kd, env=env, cwd=tmp_path)
+    final = load(exp / "checkpoint.pth.tar")
+    assert final["epoch"] == 2 and len(final["history"]) == 2
+    weights = [k for k in final["connectors"] if k.endswith("0.weight")]
+    moved = {k.split(".")[0] for k in weights if not torch.equal(final["connectors"][k], warm["connectors"][k])}
+    assert moved == {"overhaul"}
+    assert any(not torch.equal(v, warm["state_dict"][k]) for k, v in final["state_dict"].items())
+    assert {f"train/{t}" for t in ("attnfd/backbone", "kd", "at", "overhaul", "cwd", "dist", "skd",
+                                   "distill/total")} <= tags(exp)
+    train = final["history"][-1]["train"]
+    assert {"kd", "at", "overhaul", "cwd", "dist", "skd"} <= set(train) and all(math.isfinite(v) for v in train.values()
+                                                                             if isinstance(v, float))
 
 
 def test_bad_input_is_one_line_and_loses_nothing(work, tmp_path):

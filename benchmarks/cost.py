@@ -1,0 +1,133 @@
+"""What a model costs at inference: parameters, FLOPs and measured latency / throughput, as a markdown table.
+
+python benchmarks/cost.py --models resnet101 resnet18 mobilenet --size 513              # CUDA if available
+python benchmarks/cost.py --models pretrained/teacher-pascal.pth.tar run/.../model_best.pth.tar --device cpu
+python benchmarks/cost.py --models resnet18 --size 513 --precision fp32 amp --reps 20 --markdown cost.md
+
+A model is a backbone name (random weights, ``--classes`` classes) or a checkpoint (its architecture from
+its recorded args).  Parameters are counted with and without the CBAM modules (the inference graph of a
+model without ``attention_in_path`` does not run them; the paper's Params column leaves them out).
+FLOPs come from ``torch.utils.flop_counter`` for one image of ``--size`` (a multiply-add counts as 2).
+Latency is the median over ``--reps`` forward passes of a batch of ``--batch-size`` after ``--warmup``
+passes (CUDA: synchronised), in fp32 and under ``--amp`` autocast (bf16 where native, else fp16).
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from modeling import DeepLab, model_from_checkpoint, num_params  # noqa: E402
+from modeling.backbone import BACKBONES  # noqa: E402
+from utils.device import Precision  # noqa: E402
+from utils.saver import load_file  # noqa: E402
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["resnet101", "resnet18", "mobilenet"],
+                   help="backbone names and/or checkpoint files")
+    p.add_argument("--size", type=int, default=513, help="square input size")
+    p.add_argument("--classes", type=int, default=21, help="classes of models built from a backbone name")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precision", nargs="+", default=["fp32", "amp"], choices=["fp32", "amp"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--reps", type=int, default=10, help="timed forward passes (0: no latency columns)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default torch's)")
+    p.add_argument("--markdown", default=None, help="also write the table to this file")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    return p
+
+
+def build(spec, classes):
+    if spec in BACKBONES:
+        return spec, DeepLab(num_classes=classes, backbone=spec)
+    model, _, _ = model_from_checkpoint(load_file(spec, "--models"))
+    return os.path.basename(spec), model
+
+
+def flops(model, size):
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.randn(1, 3, size, size))
+    return counter.get_total_flops()
+
+
+def latency_ms(model, x, precision, warmup, reps):
+    times = []
+    with torch.no_grad():
+        for i in range(warmup + reps):
+            if x.device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            with precision.autocast():
+                model(x)
+            if x.device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def measure(a):
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    rows = []
+    for spec in a.models:
+        name, model = build(spec, a.classes)
+        model.eval()
+        row = {"model": name, "backbone": model.backbone_name, "classes": model.num_classes,
+               "params_M": num_params(model, attention=False) / 1e6, "params_with_cbam_M": num_params(model) / 1e6,
+               "GFLOPs": flops(model, a.size) / 1e9, "size": a.size}
+        if a.reps:
+            for name_ in a.precision:
+                precision = Precision(device, amp=name_ == "amp", channels_last=a.channels_last)
+                net = precision.prepare(model.to(device))
+                x = precision.images(torch.randn(a.batch_size, 3, a.size, a.size))
+                ms = latency_ms(net, x, precision, a.warmup, a.reps)
+                label = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[precision.dtype]
+                row[f"{name_}_ms"], row[f"{name_}_img_s"], row[f"{name_}_label"] = ms, 1000 * a.batch_size / ms, label
+        rows.append(row)
+    return rows
+
+
+def markdown(rows, a):
+    head = ["model", "Params (M)", "with CBAM (M)", f"GFLOPs @{a.size}"]
+    for p in a.precision if a.reps else []:
+        label = rows[0].get(f"{p}_label", p)
+        head += [f"{label} ms", f"{label} img/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["model"], f"{r['params_M']:.2f}", f"{r['params_with_cbam_M']:.2f}", f"{r['GFLOPs']:.1f}"]
+        for p in a.precision if a.reps else []:
+            cells += [f"{r[f'{p}_ms']:.1f}", f"{r[f'{p}_img_s']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    where = f"{a.device}" + (f" ({torch.cuda.get_device_name()})" if a.device.startswith("cuda") else
+                             f" ({torch.get_num_threads()} threads)")
+    lines.append(f"\nbatch {a.batch_size}, {a.size}x{a.size}, {where}, median of {a.reps} after {a.warmup} warm-up")
+    return "\n".join(lines)
+
+
+def main(a):
+    rows = measure(a)
+    table = markdown(rows, a)
+    print(table)
+    if a.markdown:
+        with open(a.markdown, "w") as f:
+            f.write(table + "\n")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The README's "Comparison methods" table: baseline and each distillation method alone (its papers' weight,
+# every other weight 0), same data, schedule and seeds, on the study's easy synthetic task.
+#   bash scripts/methods.sh [OUT]        (OUT defaults to study/; reuses the study's data and teacher)
+# CPU: about 40 minutes on 2 cores for 3 seeds (plus the teacher, ~25 min, if scripts/study.sh has not made it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-study}
+JOBS=${JOBS:-2}
+SEEDS=${SEEDS:-"1 2 3"}
+COMMON="--dataset synthetic --base-size 64 --crop-size 64 --batch-size 4 --lr 0.05 --workers 0 --no-pretrained"
+root=$OUT/data/easy/VOC2012
+[ -f "$root/ImageSets/Segmentation/val.txt" ] || \
+  python -m dataloaders.synthetic --out "$OUT/data/easy" --difficulty easy --n-train 160 --n-val 40 --size 64 --seed 0
+T=$OUT/teachers/synthetic/teacher-easy/experiment_0/checkpoint.pth.tar
+[ -f "$T" ] || ATTNFD_SYNTHETIC_ROOT=$root python train.py --backbone resnet101 --epochs 30 --eval-interval 5 \
+  --seed 1 --run-dir "$OUT/teachers" --checkname teacher-easy $COMMON --workers 1
+KD="train_kd.py --teacher_path $T --attn_lambda 0"
+# shellcheck disable=SC2086
+ATTNFD_SYNTHETIC_ROOT=$root python sweep.py --out "$OUT/methods" --jobs "$JOBS" --seeds $SEEDS \
+  --run baseline "train.py" \
+  --run attnfd "train_kd.py --teacher_path $T" \
+  --run kd "$KD --kd_lambda 1" \
+  --run at "$KD --at_lambda 1000" \
+  --run overhaul "$KD --overhaul_lambda 1e-5" \
+  --run cwd "$KD --cwd_lambda 3" \
+  --run dist "$KD --dist_lambda 1" \
+  --run skd "$KD --skd_lambda 0.5" \
+  -- --backbone resnet18 --epochs 10 $COMMON

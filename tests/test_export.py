@@ -1,0 +1,124 @@
+"""export.py (ONNX / TorchScript with a parity check) and benchmarks/cost.py, through the real CLIs."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import save_random_checkpoint
+
+from modeling import DeepLab
+from modeling.layers import AtrousConv2d, any_input_size
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, cwd, check=True):
+    p = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{args[0]} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def parities(stdout):
+    """{shape: (max abs error, argmax agreement %)} from export.py's report."""
+    out = {}
+    for line in stdout.splitlines():
+        if line.startswith("parity "):
+            shape, rest = line[len("parity "):].split(": ")
+            err = float(rest.split("max abs error ")[1].split(",")[0])
+            out[shape] = (err, float(rest.split("argmax agreement ")[1].rstrip("%")))
+    return out
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet"])
+def test_onnx_export_of_a_student_passes_the_parity_check_at_two_sizes(backbone, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    ckpt = save_random_checkpoint(tmp_path / "student.pth.tar", backbone, num_classes=21)
+    out = tmp_path / "student.onnx"
+    # 65 px: where the dilated convolutions' 1x1 shortcut would apply, unlike the 257 px example input
+    p = run(ROOT / "export.py", "--checkpoint", ckpt, "--format", "onnx", "--output", out,
+            "--check-size", "1", "129", "129", "--check-size", "2", "65", "97", cwd=tmp_path)
+    got = parities(p.stdout)
+    assert set(got) == {"1x3x129x129", "2x3x65x97"}
+    assert all(err <= 1e-4 and agree == 100.0 for err, agree in got.values()), got
+    graph = onnx.load(str(out)).graph
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims[1] == 3 and all(isinstance(d, str) and d for d in (dims[0], dims[2], dims[3])), dims  # dynamic
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_exported_argmax_agrees_with_pytorch_on_real_sized_inputs(tmp_path):
+    """>= 99.9% of the pixels of VOC-sized (500x375) and crop-sized (513) inputs, fp32."""
+    pytest.importorskip("onnxruntime")
+    import export
+
+    torch.manual_seed(0)
+    model = DeepLab(num_classes=21, backbone="mobilenet").eval()
+    for m in model.modules():  # trained-like BN statistics, so that the logits are not all near-ties
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+    export.export(model, "onnx", str(tmp_path / "m.onnx"))
+    results = export.parity(model, "onnx", str(tmp_path / "m.onnx"), [(1, 375, 500), (1, 513, 513)])
+    for shape, err, agree in results:
+        assert agree >= 0.999 and err <= 1e-4, (shape, err, agree)
+
+
+def test_torchscript_export_and_the_tolerance_gate(tmp_path):
+    ckpt = save_random_checkpoint(tmp_path / "student.pth.tar", "mobilenet", num_classes=5)
+    out = tmp_path / "student.pt"
+    p = run(ROOT / "export.py", "--checkpoint", ckpt, "--format", "torchscript", "--output", out,
+            "--check-size", "1", "97", "65", cwd=tmp_path)
+    assert parities(p.stdout)["1x3x97x65"][0] <= 1e-4
+    module = torch.jit.load(str(out))
+    assert module(torch.randn(2, 3, 40, 56)).shape == (2, 5, 40, 56)
+    p = run(ROOT / "export.py", "--checkpoint", ckpt, "--format", "torchscript", "--output", out,
+            "--check-size", "1", "64", "64", "--tolerance", "-1", cwd=tmp_path, check=False)
+    assert p.returncode == 1 and "exceeds --tolerance" in p.stderr
+
+
+def test_export_bad_input_is_one_line_and_writes_nothing(tmp_path):
+    p = run(ROOT / "export.py", "--checkpoint", tmp_path / "none.pth.tar", "--format", "onnx", "--output",
+            tmp_path / "x.onnx", cwd=tmp_path, check=False)
+    assert p.returncode == 2 and "--checkpoint: no checkpoint at" in p.stderr and p.stderr.count("\n") == 1
+    ckpt = save_random_checkpoint(tmp_path / "s.pth.tar", "mobilenet", num_classes=5)
+    p = run(ROOT / "export.py", "--checkpoint", ckpt, "--format", "torchscript", "--output",
+            tmp_path / "missing" / "x.pt", cwd=tmp_path, check=False)
+    assert p.returncode == 2 and "does not exist" in p.stderr and not (tmp_path / "missing").exists()
+    assert not list(tmp_path.rglob("*.partial")) and not list(tmp_path.glob("*.onnx"))
+
+
+def test_any_input_size_turns_the_shortcut_off_and_back_on():
+    """The 257 px example input takes the 1x1 shortcut in the ASPP (rate 18 >= 17 px): a graph traced with it
+    would be wrong at 513 px (the real-size parity test checks that); the switch is restored after errors."""
+    with pytest.raises(RuntimeError):
+        with any_input_size():
+            assert AtrousConv2d.shortcut is False
+            raise RuntimeError
+    assert AtrousConv2d.shortcut is True
+    conv = AtrousConv2d(4, 4, 3, padding=18, dilation=18, bias=False)
+    traced = {}
+    for name, ctx in (("shortcut", torch.no_grad()), ("full", any_input_size())):
+        with ctx:
+            traced[name] = torch.jit.trace(conv, torch.randn(1, 4, 17, 17), check_trace=False)
+    x = torch.randn(1, 4, 33, 33)
+    exact = torch.nn.functional.conv2d(x, conv.weight, padding=18, dilation=18)
+    torch.testing.assert_close(traced["full"](x), exact)
+    assert not torch.allclose(traced["shortcut"](x), exact)
+
+
+def test_cost_table_parameter_counts_are_the_designs(tmp_path):
+    """DESIGN.md: without attention modules, 21 classes: R101 59.34M, R18 16.61M, MobileNetV2 5.82M."""
+    ckpt = save_random_checkpoint(tmp_path / "r18.pth.tar", "resnet18", num_classes=21)
+    out = tmp_path / "cost.json"
+    p = run(ROOT / "benchmarks" / "cost.py", "--models", "resnet101", "resnet18", "mobilenet", ckpt, "--size", "65",
+            "--reps", "1", "--warmup", "0", "--precision", "fp32", "--device", "cpu", "--json", out,
+            "--markdown", tmp_path / "cost.md", cwd=tmp_path)
+    rows = json.loads(out.read_text())
+    assert [round(r["params_M"], 2) for r in rows] == [59.34, 16.61, 5.82, 16.61]
+    assert rows[0]["GFLOPs"] > rows[1]["GFLOPs"] > rows[2]["GFLOPs"] > 0 and rows[3]["GFLOPs"] == rows[1]["GFLOPs"]
+    assert all(r["fp32_ms"] > 0 for r in rows)
+    assert "| resnet101 | 59.34 |" in p.stdout and (tmp_path / "cost.md").read_text().startswith("| model |")
