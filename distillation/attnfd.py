@@ -72,7 +72,7 @@ class AttnFD(Method):
     """Mansourian et al., arXiv 2403.05451; the reference's defaults: lambda 2, global norm, connectors
     warmed up alone in epoch 0 and frozen afterwards, teacher in train mode."""
     name, flag = "attnfd", "attn_lambda"
-    warmup, train_with_student, teacher_train_mode = True, False, True
+    warmup, train_with_student, teacher_train_mode, divide_by_batch = True, False, True, False
 
     @staticmethod
     def add_args(p):

@@ -12,8 +12,12 @@ student's CE to the sum of the terms and knows nothing about any one method.  Ea
 * how its loss reduces across DDP ranks: every method here reduces over the *global* batch (sums via
   ``utils.distributed.sum_over_ranks``, divided by global counts), so each rank holds the loss a single
   process would compute on the whole batch and gradients equal the single-process ones;
-* ``teacher_train_mode``: whether its reference ran the teacher in train mode (used by ``--teacher-train-mode
-  auto``).
+* ``teacher_train_mode``: whether its reference ran the teacher in train mode (used when neither
+  ``--teacher-train-mode`` nor ``--no-teacher-train-mode`` is given);
+* ``divide_by_batch``: whether the Distiller divides its terms by the global batch size.  This codebase's
+  CE is divided by the batch size after its pixel mean (the reference's ``batch_average``, kept: AttnFD's
+  and Overhaul's weights were set against it); KD, AT, CWD, DIST and SKD come from codebases whose CE is
+  a plain mean, so their terms get the same division and keep their papers' ratio to the CE.
 """
 import torch
 import torch.nn as nn
@@ -31,6 +35,7 @@ class Method(nn.Module):
     train_with_student = True
     lr_mult = 1.0
     teacher_train_mode = False
+    divide_by_batch = True
 
     @staticmethod
     def add_args(parser):
@@ -114,7 +119,8 @@ class Distiller(nn.Module):
             s = self.student_features(images, stages="stages" in s_needs)
         terms = {}
         for m in methods:
-            terms.update(m(s, t, warmup=warmup))
+            scale = 1 / global_batch(images) if m.divide_by_batch else 1
+            terms.update({k: v * scale for k, v in m(s, t, warmup=warmup).items()})
         return s.logits, terms
 
 

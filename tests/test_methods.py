@@ -172,6 +172,22 @@ def test_warmup_runs_only_the_methods_that_warm_up_and_freezes_the_student():
                       "late": [("attnfd", 0.1)]}
 
 
+def test_terms_keep_their_papers_ratio_to_this_codebases_batch_averaged_ce():
+    """CE here is divided by the batch size (reference); KD & co. come from mean-CE codebases, so the
+    Distiller divides their terms by the batch size too; AttnFD and Overhaul were set against this CE."""
+    torch.manual_seed(0)
+    teacher = DeepLab(num_classes=3, backbone="resnet18")
+    d = build_distiller(DeepLab(num_classes=3, backbone="mobilenet"), teacher,
+                        flags("attnfd", "kd", extra=["--no-teacher-train-mode"])).eval()
+    x = torch.randn(4, 3, 48, 48)
+    with torch.no_grad():
+        _, terms = d(x)
+        s, t = d.student_features(x), d.teacher_features(x, logits=True)
+    assert terms["kd"].item() == pytest.approx(kd_loss(s.logits, t.logits).item() / 4, rel=1e-5)
+    assert not d.methods["attnfd"].divide_by_batch and not METHODS["overhaul"].divide_by_batch
+    assert all(m.divide_by_batch for n, m in METHODS.items() if n not in ("attnfd", "overhaul"))
+
+
 LOSSES = {
     "attnfd": lambda s, t: attnfd_loss(s, t),
     "kd": lambda s, t: kd_loss(s, t, 2.0),
