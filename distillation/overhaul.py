@@ -6,8 +6,9 @@ teacher's channels.  The teacher's target is clipped below at a per-channel marg
 its negative responses from the BN before the ReLU (mean = BN bias, std = |BN weight|); the partial L2
 skips positions where both target and student are below it.  Per feature the sum is divided by the
 reference's dividers (8, 4, 2, 1, 1, 16); the total is ``overhaul_lambda`` x sum / batch size
-(segmentation script: 1e-5, against the same batch-averaged CE as here, so no further division).  As there, the connectors train alone in epoch 0 (``init_optimizer``) and
-with the student afterwards, at 10x the base lr, and the teacher runs in train mode.
+(segmentation script: 1e-5, against the same batch-averaged CE as here, so no further division).
+As there, the connectors train alone in epoch 0 (``init_optimizer``) and with the student afterwards,
+at 10x the base lr, and the teacher runs in train mode.
 """
 import math
 

@@ -159,6 +159,9 @@ def test_bad_input_is_one_line_and_loses_nothing(work, tmp_path):
     p = run("train_kd.py", "--teacher_path", str(tmp_path / "missing.pth.tar"), *COMMON, env=env, cwd=tmp_path,
             check=False)
     assert p.returncode == 2 and "--teacher_path: no checkpoint at" in p.stderr and "missing.pth.tar" in p.stderr
+    p = run("train_kd.py", *COMMON, env=env, cwd=tmp_path, check=False)  # the default teacher, not downloaded
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0
+    assert "pretrained/teacher-pascal.pth.tar" in p.stderr and "drive.google.com" in p.stderr and "AttnFD" in p.stderr
 
     (tmp_path / "garbage.pth.tar").write_bytes(b"not a checkpoint")
     p = run("train.py", "--resume", str(tmp_path / "garbage.pth.tar"), *COMMON, env=env, cwd=tmp_path, check=False)
