@@ -111,11 +111,16 @@ def parity(model, fmt, path, sizes, seed=0):
     return results
 
 
-def export(model, fmt, output, opset=18):
-    """Write ``output`` atomically (a temporary file beside it, renamed when complete)."""
+def check_output(output):
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
-        raise ExportError(f"--output {output}: folder {folder} does not exist")
+        raise ExportError(f"--output {output}: folder {folder} does not exist (create it first)")
+
+
+def export(model, fmt, output, opset=18):
+    """Write ``output`` atomically (a temporary file beside it, renamed when complete)."""
+    check_output(output)
+    folder = os.path.dirname(os.path.abspath(output))
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".partial")
     os.close(fd)
     try:
@@ -131,6 +136,7 @@ def export(model, fmt, output, opset=18):
 
 def main(args):
     try:
+        check_output(args.output)  # before the (slow) model load
         model = load_model(args.checkpoint, args.backbone, args.out_stride)
         export(model, args.format, args.output, args.opset)
         print(f"Wrote {args.output} ({args.format}, DeepLab({model.backbone_name}), {model.num_classes} classes, "
