@@ -222,7 +222,8 @@ def test_torchrun_two_processes_train_distill_and_resume(work, tmp_path):
     assert "2 processes (DDP, gloo), global batch 4 = 2 x 2" in p.stdout
     assert p.stdout.count("Validation: [Epoch: 0, numImages:     2]") == 1  # rank 0 reports, both images counted
     teacher = runs / "t" / "experiment_0" / "checkpoint.pth.tar"
-    kd = ["--backbone", "resnet18", "--teacher_path", str(teacher), "--checkname", "kd", *common]
+    kd = ["--backbone", "resnet18", "--teacher_path", str(teacher), "--checkname", "kd", *common,
+          "--kd_lambda", "1", "--overhaul_lambda", "1e-5", "--dist_lambda", "1"]  # + AttnFD: 2 connector sets
     torchrun("train_kd.py", "--epochs", "2", *kd, env=env, cwd=tmp_path)  # warm-up epoch, then one under DDP
     exp = runs / "kd" / "experiment_0"
     first = load(exp / "checkpoint.pth.tar")
@@ -230,6 +231,8 @@ def test_torchrun_two_processes_train_distill_and_resume(work, tmp_path):
     torchrun("train_kd.py", "--epochs", "3", "--resume", str(exp / "checkpoint.pth.tar"), *kd, env=env, cwd=tmp_path)
     final = load(exp / "checkpoint.pth.tar")
     assert final["epoch"] == 3 and len(final["history"]) == 3
+    assert {"kd", "overhaul", "dist", "attnfd/decoder"} <= set(final["history"][-1]["train"])
+    assert len(final["optimizer"]["param_groups"]) == 3  # backbone, head, Overhaul's connectors
     assert sorted(p.name for p in (runs / "kd").iterdir()) == ["experiment_0", "model_best.pth.tar"]
     assert sorted(p.name for p in (runs / "t").iterdir()) == ["experiment_0", "model_best.pth.tar"]
     assert len(list(exp.glob("events.out.tfevents*"))) == 2  # one per run (rank 0), not one per rank
