@@ -10,12 +10,15 @@ model without ``attention_in_path`` does not run them; the paper's Params column
 FLOPs come from ``torch.utils.flop_counter`` for one image of ``--size`` (a multiply-add counts as 2).
 Latency is the median over ``--reps`` forward passes of a batch of ``--batch-size`` after ``--warmup``
 passes (CUDA: synchronised), in fp32 and under ``--amp`` autocast (bf16 where native, else fp16).
+``--onnxruntime`` adds the latency of the model exported by export.py, run by onnxruntime on the CPU
+with as many threads as torch (needs ``pip install -r requirements-export.txt``).
 """
 import argparse
 import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
@@ -41,6 +44,7 @@ def get_args_parser():
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--reps", type=int, default=10, help="timed forward passes (0: no latency columns)")
+    p.add_argument("--onnxruntime", action="store_true", help="also time the ONNX export under onnxruntime (CPU)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default torch's)")
     p.add_argument("--markdown", default=None, help="also write the table to this file")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
@@ -76,6 +80,28 @@ def latency_ms(model, x, precision, warmup, reps):
     return statistics.median(times)
 
 
+def onnxruntime_ms(model, a):
+    """Median latency of the model exported to ONNX (export.py's graph) under onnxruntime's CPU provider."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from export import export_onnx
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        export_onnx(model.cpu(), path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((a.batch_size, 3, a.size, a.size), dtype=np.float32)
+    times = []
+    for i in range(a.warmup + a.reps):
+        start = time.perf_counter()
+        session.run(None, {"image": x})
+        if i >= a.warmup:
+            times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
 def measure(a):
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -95,6 +121,9 @@ def measure(a):
                 ms = latency_ms(net, x, precision, a.warmup, a.reps)
                 label = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[precision.dtype]
                 row[f"{name_}_ms"], row[f"{name_}_img_s"], row[f"{name_}_label"] = ms, 1000 * a.batch_size / ms, label
+            if a.onnxruntime:
+                ms = onnxruntime_ms(model, a)
+                row["ort_ms"], row["ort_img_s"] = ms, 1000 * a.batch_size / ms
         rows.append(row)
     return rows
 
@@ -104,11 +133,15 @@ def markdown(rows, a):
     for p in a.precision if a.reps else []:
         label = rows[0].get(f"{p}_label", p)
         head += [f"{label} ms", f"{label} img/s"]
+    if a.reps and a.onnxruntime:
+        head += ["ONNX Runtime fp32 ms", "img/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["model"], f"{r['params_M']:.2f}", f"{r['params_with_cbam_M']:.2f}", f"{r['GFLOPs']:.1f}"]
         for p in a.precision if a.reps else []:
             cells += [f"{r[f'{p}_ms']:.1f}", f"{r[f'{p}_img_s']:.2f}"]
+        if a.reps and a.onnxruntime:
+            cells += [f"{r['ort_ms']:.1f}", f"{r['ort_img_s']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     where = f"{a.device}" + (f" ({torch.cuda.get_device_name()})" if a.device.startswith("cuda") else
                              f" ({torch.get_num_threads()} threads)")

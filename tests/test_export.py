@@ -126,3 +126,13 @@ def test_cost_table_parameter_counts_are_the_designs(tmp_path):
     assert rows[0]["GFLOPs"] > rows[1]["GFLOPs"] > rows[2]["GFLOPs"] > 0 and rows[3]["GFLOPs"] == rows[1]["GFLOPs"]
     assert all(r["fp32_ms"] > 0 for r in rows)
     assert "| resnet101 | 59.34 |" in p.stdout and (tmp_path / "cost.md").read_text().startswith("| model |")
+
+
+def test_cost_table_times_the_onnx_export_under_onnxruntime(tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "cost.json"
+    p = run(ROOT / "benchmarks" / "cost.py", "--models", "mobilenet", "--size", "65", "--reps", "2", "--warmup", "1",
+            "--precision", "fp32", "--device", "cpu", "--onnxruntime", "--json", out, cwd=tmp_path)
+    row = json.loads(out.read_text())[0]
+    assert row["ort_ms"] > 0 and row["ort_img_s"] == pytest.approx(1000 / row["ort_ms"])
+    assert "ONNX Runtime fp32 ms" in p.stdout
