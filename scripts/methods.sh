@@ -2,12 +2,12 @@
 # The README's "Comparison methods" table: baseline and each distillation method alone (its papers' weight,
 # every other weight 0), same data, schedule and seeds, on the study's easy synthetic task.
 #   bash scripts/methods.sh [OUT]        (OUT defaults to study/; reuses the study's data and teacher)
-# CPU: about 40 minutes on 2 cores for 3 seeds (plus the teacher, ~25 min, if scripts/study.sh has not made it).
+# CPU: about 65 minutes on 2 cores for 5 seeds (plus the teacher, ~25 min, if scripts/study.sh has not made it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-study}
 JOBS=${JOBS:-2}
-SEEDS=${SEEDS:-"1 2 3"}
+SEEDS=${SEEDS:-"1 2 3 4 5"}
 COMMON="--dataset synthetic --base-size 64 --crop-size 64 --batch-size 4 --lr 0.05 --workers 0 --no-pretrained"
 root=$OUT/data/easy/VOC2012
 [ -f "$root/ImageSets/Segmentation/val.txt" ] || \
