@@ -19,11 +19,11 @@ import warnings
 import numpy as np
 import torch
 
-from modeling import model_from_checkpoint
 from modeling.backbone import BACKBONES
 from modeling.layers import any_input_size
+from predict import load_model
 from trainer import ArgumentParser, one_line
-from utils.saver import CheckpointError, load_file
+from utils.saver import CheckpointError
 
 
 class ExportError(RuntimeError):
@@ -45,15 +45,6 @@ def get_args_parser():
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest max abs logit error accepted")
     p.add_argument("--no-check", action="store_true", help="skip the parity check")
     return p
-
-
-def load_model(path, backbone=None, out_stride=None):
-    ckpt = load_file(path, "--checkpoint")
-    try:
-        model, _, _ = model_from_checkpoint(ckpt, backbone, out_stride)
-    except ValueError as e:
-        raise CheckpointError(f"--checkpoint {path}: {e}") from None
-    return model.eval()
 
 
 def export_onnx(model, path, opset=18, example_size=(1, 3, 257, 257)):

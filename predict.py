@@ -81,15 +81,21 @@ def read_rgb(path):
         raise InputError(f"cannot read image {path}: {e} (remove it or convert it to JPEG/PNG)") from None
 
 
+def load_model(path, backbone=None, out_stride=None, flag="--checkpoint"):
+    """A DeepLab in eval mode from a checkpoint file; one-line CheckpointError naming ``flag`` and the file."""
+    ckpt = load_file(path, flag)
+    try:
+        model, _, _ = model_from_checkpoint(ckpt, backbone, out_stride)
+    except ValueError as e:
+        raise CheckpointError(f"{flag} {path}: {e}") from None
+    return model.eval()
+
+
 def run(args):
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
     paths = list_inputs(args.input)
     images = {p: read_rgb(p) for p in paths}  # every image is checked before anything is written
-    ckpt = load_file(args.checkpoint, "--checkpoint")
-    try:
-        model, _, _ = model_from_checkpoint(ckpt, args.backbone, args.out_stride)
-    except ValueError as e:
-        raise CheckpointError(f"--checkpoint {args.checkpoint}: {e}") from None
+    model = load_model(args.checkpoint, args.backbone, args.out_stride)
     precision = Precision(device, args.amp)
     precision.prepare(model).eval()
     os.makedirs(args.output, exist_ok=True)

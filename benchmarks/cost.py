@@ -26,10 +26,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from modeling import DeepLab, model_from_checkpoint, num_params  # noqa: E402
+from modeling import DeepLab, num_params  # noqa: E402
 from modeling.backbone import BACKBONES  # noqa: E402
+from predict import load_model  # noqa: E402
 from utils.device import Precision  # noqa: E402
-from utils.saver import load_file  # noqa: E402
 
 
 def get_args_parser():
@@ -54,8 +54,7 @@ def get_args_parser():
 def build(spec, classes):
     if spec in BACKBONES:
         return spec, DeepLab(num_classes=classes, backbone=spec)
-    model, _, _ = model_from_checkpoint(load_file(spec, "--models"))
-    return os.path.basename(spec), model
+    return os.path.basename(spec), load_model(spec, flag="--models")
 
 
 def flops(model, size):
@@ -64,20 +63,26 @@ def flops(model, size):
     return counter.get_total_flops()
 
 
-def latency_ms(model, x, precision, warmup, reps):
+def median_ms(step, warmup, reps, cuda=False):
+    """Median wall time of ``step()`` over ``reps`` calls after ``warmup`` (CUDA: synchronised)."""
     times = []
-    with torch.no_grad():
-        for i in range(warmup + reps):
-            if x.device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            with precision.autocast():
-                model(x)
-            if x.device.type == "cuda":
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append(1000 * (time.perf_counter() - start))
+    for i in range(warmup + reps):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(1000 * (time.perf_counter() - start))
     return statistics.median(times)
+
+
+def latency_ms(model, x, precision, warmup, reps):
+    def step():
+        with torch.no_grad(), precision.autocast():
+            model(x)
+    return median_ms(step, warmup, reps, cuda=x.device.type == "cuda")
 
 
 def onnxruntime_ms(model, a):
@@ -93,13 +98,7 @@ def onnxruntime_ms(model, a):
         options.intra_op_num_threads = torch.get_num_threads()
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((a.batch_size, 3, a.size, a.size), dtype=np.float32)
-    times = []
-    for i in range(a.warmup + a.reps):
-        start = time.perf_counter()
-        session.run(None, {"image": x})
-        if i >= a.warmup:
-            times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+    return median_ms(lambda: session.run(None, {"image": x}), a.warmup, a.reps)
 
 
 def measure(a):

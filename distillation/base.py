@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from modeling import TAPS
 from utils.distributed import global_batch, sum_over_ranks
 
 
@@ -72,11 +73,11 @@ class Distiller(nn.Module):
 
     @property
     def has_warmup(self):
-        return any(m.warmup and any(True for _ in m.parameters()) for m in self.methods.values())
+        return any(m.warmup for m in self.trainable_modules().values())
 
     def trainable_modules(self):
         """The methods' own trainable modules by method name (checkpoint key ``connectors``)."""
-        return nn.ModuleDict({n: m for n, m in self.methods.items() if any(True for _ in m.parameters())})
+        return nn.ModuleDict({n: m for n, m in self.methods.items() if next(m.parameters(), None) is not None})
 
     def param_groups(self, lr, phase):
         """Optimizer groups of the methods' modules: ``"warmup"`` (epoch 0 alone), ``"student"`` (in the
@@ -90,7 +91,6 @@ class Distiller(nn.Module):
     def load_trainable(self, state):
         """Load ``trainable_modules()`` weights; also the layout of earlier checkpoints, which held AttnFD's
         three connectors alone (``0.0.weight`` = backbone tap ...)."""
-        from modeling import TAPS
         if state and all(k.split(".")[0].isdigit() for k in state):
             state = {"attnfd.connectors." + TAPS[int(k.split(".")[0])] + "." + k.split(".", 1)[1]: v
                      for k, v in state.items()}
