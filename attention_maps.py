@@ -9,9 +9,7 @@ sits in a model's forward path are read from each checkpoint; the teacher's atte
 checkpoint CBAM or the parameter-free gates) is the one the student was distilled with, as recorded
 in the student checkpoint (``--teacher-attention`` overrides it).
 """
-import argparse
 import os
-import sys
 
 import matplotlib
 
@@ -19,25 +17,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-import torchvision.transforms.v2 as T  # noqa: E402
-from PIL import Image, UnidentifiedImageError  # noqa: E402
+import torchvision.transforms.v2.functional as TF  # noqa: E402
 
-from dataloaders.transforms import MEAN, STD  # noqa: E402
+from dataloaders.images import InputError, read_rgb  # noqa: E402
 from distillation import resolve_teacher_attention  # noqa: E402
-from modeling import CBAM, TAPS, model_from_checkpoint  # noqa: E402
-from utils.saver import CheckpointError, load_file  # noqa: E402
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from modeling import CBAM, TAPS  # noqa: E402
+from utils.cli import ArgumentParser, number, one_line_errors  # noqa: E402
+from utils.device import pick_device  # noqa: E402
+from utils.inference import list_images, load_model, to_input  # noqa: E402
+from utils.saver import CheckpointError  # noqa: E402
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description="Teacher and student spatial attention at the AttnFD taps",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description="Teacher and student spatial attention at the AttnFD taps")
     p.add_argument("--student", required=True, help="student checkpoint written by train_kd.py")
     p.add_argument("--teacher", required=True, help="teacher checkpoint (the one the student was distilled from)")
-    p.add_argument("--input", required=True, help="an image file or a folder of images")
+    p.add_argument("--input", required=True, help="an image file, a folder of images, or a glob")
     p.add_argument("--output", required=True, help="folder for <stem>.png")
-    p.add_argument("--size", type=int, default=None,
+    p.add_argument("--size", type=number(int, 0), default=None,
                    help="resize the short side to this (default: the student's recorded --crop-size; 0 keeps it)")
     p.add_argument("--teacher-attention", default=None, choices=["auto", "checkpoint", "parameter-free"],
                    help="default: as recorded in the student checkpoint, else auto")
@@ -45,36 +42,13 @@ def get_args_parser():
     return p
 
 
-def list_images(path):
-    if os.path.isfile(path):
-        return [path]
-    if os.path.isdir(path):
-        files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
-        if files:
-            return files
-        raise FileNotFoundError(f"--input {path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
-    raise FileNotFoundError(f"--input {path}: no such file or folder")
-
-
-def load_model(path, flag):
-    ckpt = load_file(path, flag)
-    try:
-        model, missing, saved = model_from_checkpoint(ckpt)
-    except ValueError as e:
-        raise CheckpointError(f"{flag} {path}: {e}") from None
-    return model.eval(), missing, saved
-
-
 def load_image(path, size):
-    try:
-        with Image.open(path) as im:
-            image = T.functional.pil_to_tensor(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise FileNotFoundError(f"--input {path}: cannot read the image ({e})") from None
+    """(the picture to show, H x W x 3 uint8; the network input), the short side resized to ``size`` (0: kept)."""
+    image = torch.from_numpy(read_rgb(path)).permute(2, 0, 1)
     if size:
-        image = T.functional.resize(image, size, antialias=True)
-    x = T.functional.normalize(T.functional.to_dtype(image, torch.float32, scale=True), MEAN, STD)
-    return image.permute(1, 2, 0).numpy(), x[None]
+        image = TF.resize(image, size, antialias=True)
+    picture = image.permute(1, 2, 0).numpy()
+    return picture, to_input([picture])
 
 
 @torch.no_grad()
@@ -105,10 +79,10 @@ def draw(path, image, teacher, student, names):
 
 
 def run(args):
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
+    device = pick_device(args.no_cuda)
     images = list_images(args.input)
-    student, _, s_args = load_model(args.student, "--student")
-    teacher, missing, t_args = load_model(args.teacher, "--teacher")
+    student, s_args, _ = load_model(args.student, "--student")
+    teacher, t_args, missing = load_model(args.teacher, "--teacher")
     if not s_args.get("kd", False):
         print(f"note: {args.student} was not written by train_kd.py; its CBAM was never trained by distillation")
     requested = args.teacher_attention or s_args.get("teacher_attention") or "auto"
@@ -139,11 +113,8 @@ def run(args):
 
 
 def main(args):
-    try:
+    with one_line_errors(CheckpointError, InputError):
         return run(args)
-    except (CheckpointError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

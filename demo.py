@@ -23,31 +23,33 @@ from dataloaders import build_dataset  # noqa: E402
 from dataloaders.synthetic import generate  # noqa: E402
 from dataloaders.utils import decode_segmap, denormalize  # noqa: E402
 from modeling import num_params  # noqa: E402
-from trainer import get_args_parser, main  # noqa: E402
+from training import get_args_parser, main  # noqa: E402
+from utils.cli import ArgumentParser, number  # noqa: E402
 from utils.device import Precision, cpu_has_native_bf16  # noqa: E402
+
+COUNT, POSITIVE, RATE = number(int, 0), number(int, 1), number(float, 0, low_open=True)
 
 
 def get_demo_parser():
-    p = argparse.ArgumentParser(description="AttnFD demo on synthetic data",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description="AttnFD demo on synthetic data")
     p.add_argument("--out", default="demo_out")
-    p.add_argument("--seed", type=int, default=1, help="training seed (the dataset is fixed by --data-seed)")
-    p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--n-train", type=int, default=160)
-    p.add_argument("--n-val", type=int, default=40)
-    p.add_argument("--size", type=int, default=64, help="image side; also the crop size")
-    p.add_argument("--teacher-epochs", type=int, default=30)
-    p.add_argument("--teacher-batch-size", type=int, default=8,
+    p.add_argument("--seed", type=COUNT, default=1, help="training seed (the dataset is fixed by --data-seed)")
+    p.add_argument("--data-seed", type=COUNT, default=0)
+    p.add_argument("--n-train", type=POSITIVE, default=160)
+    p.add_argument("--n-val", type=POSITIVE, default=40)
+    p.add_argument("--size", type=POSITIVE, default=64, help="image side; also the crop size")
+    p.add_argument("--teacher-epochs", type=POSITIVE, default=30)
+    p.add_argument("--teacher-batch-size", type=POSITIVE, default=8,
                    help="a larger batch than the students': the ResNet-101 runs twice as many images per second")
-    p.add_argument("--teacher-lr", type=float, default=0.1)
-    p.add_argument("--student-epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=4, help="students' batch size (the README study's)")
-    p.add_argument("--lr", type=float, default=0.05, help="students' learning rate")
+    p.add_argument("--teacher-lr", type=RATE, default=0.1)
+    p.add_argument("--student-epochs", type=POSITIVE, default=10)
+    p.add_argument("--batch-size", type=POSITIVE, default=4, help="students' batch size (the README study's)")
+    p.add_argument("--lr", type=RATE, default=0.05, help="students' learning rate")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (train.py --amp); default: on with CUDA and on CPUs with native bf16")
-    p.add_argument("--attn_lambda", type=float, default=2.0)
-    p.add_argument("--teacher-eval-interval", type=int, default=5)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--attn_lambda", type=number(float, 0), default=2.0)
+    p.add_argument("--teacher-eval-interval", type=POSITIVE, default=5)
+    p.add_argument("--workers", type=COUNT, default=2)
     p.add_argument("--no-cuda", action="store_true")
     return p
 
@@ -55,8 +57,8 @@ def get_demo_parser():
 def train(script_args, kd=False):
     args = get_args_parser(kd).parse_args(script_args)
     start = time.time()
-    trainer = main(args, kd=kd)
-    return trainer, time.time() - start
+    run = main(args, kd=kd)
+    return run, time.time() - start
 
 
 def main_demo(d):
@@ -81,7 +83,7 @@ def main_demo(d):
                                           "--batch-size", str(d.teacher_batch_size), "--lr", str(d.teacher_lr),
                                           "--eval-interval", str(d.teacher_eval_interval),
                                           "--checkname", "demo-teacher", *common])
-    teacher_ckpt = os.path.join(runs["teacher (ResNet-101)"][0].saver.experiment_dir, "checkpoint.pth.tar")
+    teacher_ckpt = os.path.join(runs["teacher (ResNet-101)"][0].experiment_dir, "checkpoint.pth.tar")
     runs["baseline (ResNet-18)"] = train(["--backbone", "resnet18", "--epochs", str(d.student_epochs),
                                           "--checkname", "demo-baseline", *student])
     runs["AttnFD (ResNet-18)"] = train(["--backbone", "resnet18", "--epochs", str(d.student_epochs),
@@ -89,11 +91,11 @@ def main_demo(d):
                                         "--attn_lambda", str(d.attn_lambda), *student], kd=True)
 
     results = {}
-    for name, (t, secs) in runs.items():
-        curve = [(h["epoch"] + 1, h["val"]["mIoU"]) for h in t.history if "val" in h]
-        results[name] = {"best_mIoU": t.best_pred, "final_mIoU": curve[-1][1] if curve else float("nan"),
-                         "params_M": num_params(t.model, attention=False) / 1e6, "time_s": secs,
-                         "epochs": t.args.epochs, "run": t.saver.experiment_dir, "curve": curve}
+    for name, (run, secs) in runs.items():
+        curve = [(h["epoch"] + 1, h["val"]["mIoU"]) for h in run.state.history if "val" in h]
+        results[name] = {"best_mIoU": run.state.best_pred, "final_mIoU": curve[-1][1] if curve else float("nan"),
+                         "params_M": num_params(run.model, attention=False) / 1e6, "time_s": secs,
+                         "epochs": run.args.epochs, "run": run.experiment_dir, "curve": curve}
     print(f"\n{'model':<22} {'best mIoU':>9} {'final mIoU':>10} {'params':>8} {'time':>7}")
     for name, r in results.items():
         print(f"{name:<22} {100 * r['best_mIoU']:9.2f} {100 * r['final_mIoU']:10.2f} {r['params_M']:7.2f}M "
@@ -122,17 +124,16 @@ def main_demo(d):
 @torch.no_grad()
 def save_predictions(runs, d, path, n=4):
     """Rows: image, ground truth, then each model's prediction, for the first ``n`` val images."""
-    args = argparse.Namespace(dataset="synthetic", base_size=d.size, crop_size=d.size, use_sbd=False)
-    val = build_dataset(args, "val")
+    val = build_dataset("synthetic", "val", d.size, d.size)
     samples = [val[i] for i in range(min(n, len(val)))]
     fig, axes = plt.subplots(2 + len(runs), len(samples), figsize=(2 * len(samples), 2 * (2 + len(runs))))
     for j, s in enumerate(samples):
         image = s["image"][None]
         rows = [("image", denormalize(image)[0].permute(1, 2, 0).numpy()),
                 ("ground truth", decode_segmap(s["label"]))]
-        for name, (t, _) in runs.items():
-            t.model.eval()
-            pred = t.model(image.to(t.device)).argmax(1)[0].cpu()
+        for name, (run, _) in runs.items():
+            run.model.eval()
+            pred = run.model(image.to(run.device)).argmax(1)[0].cpu()
             rows.append((name, decode_segmap(pred)))
         for i, (title, picture) in enumerate(rows):
             ax = axes[i, j]

@@ -14,6 +14,8 @@ class Path:
     @staticmethod
     def db_root_dir(dataset):
         key = dataset.lower()
-        if key not in Path.ROOTS:
-            raise ValueError(f"Dataset {dataset!r} not available; known: {sorted(Path.ROOTS)}")
-        return os.environ.get(f"ATTNFD_{key.upper()}_ROOT") or Path.ROOTS[key]
+        root = os.environ.get(f"ATTNFD_{key.upper()}_ROOT") or Path.ROOTS.get(key)
+        if root is None:
+            raise ValueError(f"no root for dataset {dataset!r}: add \"{key}\": \"/path/to/it\" to Path.ROOTS in "
+                             f"mypath.py, or set ATTNFD_{key.upper()}_ROOT")
+        return root

@@ -28,8 +28,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from modeling import DeepLab, num_params  # noqa: E402
 from modeling.backbone import BACKBONES  # noqa: E402
-from predict import load_model  # noqa: E402
 from utils.device import Precision  # noqa: E402
+from utils.export import export_onnx  # noqa: E402
+from utils.inference import load_model  # noqa: E402
 
 
 def get_args_parser():
@@ -54,7 +55,7 @@ def get_args_parser():
 def build(spec, classes):
     if spec in BACKBONES:
         return spec, DeepLab(num_classes=classes, backbone=spec)
-    return os.path.basename(spec), load_model(spec, flag="--models")
+    return os.path.basename(spec), load_model(spec, flag="--models")[0]
 
 
 def flops(model, size):
@@ -90,7 +91,6 @@ def onnxruntime_ms(model, a):
     import numpy as np
     import onnxruntime as ort
 
-    from export import export_onnx
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
         export_onnx(model.cpu(), path)

@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from distillation import AttnFD, Distiller  # noqa: E402
 from modeling import DeepLab  # noqa: E402
-from trainer import sgd, train_step  # noqa: E402
+from training import sgd, train_step  # noqa: E402
 from utils.device import Precision  # noqa: E402
 from utils.loss import SegmentationLosses  # noqa: E402
 

@@ -1,96 +1,64 @@
-"""Datasets and loaders: ``make_data_loader(args, **kwargs) -> (train, val, test, num_class)``."""
-import torch
-from torch.utils.data import DataLoader, Sampler
+"""Datasets and loaders: ``build_dataset(name, split, ...)`` and ``build_loaders(name, batch_size, ...)``; the
+datasets themselves are declared in ``dataloaders/datasets`` (registry ``DATASETS``)."""
+from torch.utils.data import DataLoader
 
 from mypath import Path
 
-from .datasets import (
-    CAMVID_CLASSES,
-    CITYSCAPES_CLASSES,
-    VOC_CLASSES,
-    DatasetError,
-    camvid_dataset,
-    cityscapes_dataset,
-    find_voc_root,
-    read_class_names,
-    voc_dataset,
-)
+from .datasets import DATASETS, DatasetError, get_dataset
+from .samplers import ResumableSampler, ShardSampler
 from .transforms import SegmentationPreset
 
-DATASETS = ("pascal", "cityscapes", "camvid", "synthetic")
-MASK_FILL = {"pascal": 0, "synthetic": 0, "cityscapes": 255, "camvid": 255}  # reference: 0 Pascal, 255 Cityscapes
+
+def dataset_root(dataset):
+    """The root of ``dataset`` from mypath.py or ATTNFD_<NAME>_ROOT; DatasetError when neither has one."""
+    try:
+        return Path.db_root_dir(dataset)
+    except ValueError as e:
+        raise DatasetError(str(e)) from None
 
 
 def class_names(dataset):
-    if dataset == "cityscapes":
-        return CITYSCAPES_CLASSES
-    if dataset == "camvid":
-        return CAMVID_CLASSES
-    return read_class_names(find_voc_root(Path.db_root_dir(dataset)), VOC_CLASSES)  # the root the dataset reads
+    """The class names of ``dataset`` (for VOC-layout datasets: the classes.txt of the root it reads)."""
+    return get_dataset(dataset).class_names(dataset_root(dataset))
 
 
-def build_dataset(args, split, full_res=False):
-    """One split of ``args.dataset`` with the train or val transform preset."""
-    name = args.dataset
-    train = split == "train"
-    transform = SegmentationPreset(train, args.base_size, args.crop_size, MASK_FILL.get(name, 255), full_res)
-    root = Path.db_root_dir(name)
-    if name in ("pascal", "synthetic"):
-        use_sbd = getattr(args, "use_sbd", False) and name == "pascal"
-        return voc_dataset(root, split, transform, use_sbd, Path.db_root_dir("sbd") if use_sbd else None, name)
-    if name == "cityscapes":
-        return cityscapes_dataset(root, split, transform)
-    if name == "camvid":
-        return camvid_dataset(root, split, transform)
-    raise DatasetError(f"--dataset {name!r} is not supported; choose one of {', '.join(DATASETS)}")
+def build_dataset(dataset, split, base_size=513, crop_size=513, full_res=False, use_sbd=False):
+    """One split of ``dataset`` with the train preset (``split == "train"``) or the val preset."""
+    spec = get_dataset(dataset)
+    if use_sbd and "use_sbd" not in spec.options:
+        raise DatasetError(f"--use-sbd: only --dataset pascal has SBD annotations, not {dataset}; drop --use-sbd")
+    transform = SegmentationPreset(split == "train", base_size, crop_size, spec.mask_fill, full_res)
+    return spec.build(dataset_root(dataset), split, transform, **({"use_sbd": True} if use_sbd else {}))
 
 
-class ResumableSampler(Sampler):
-    """The train order of one process: a permutation that is a function of (seed, epoch) alone (as
-    DistributedSampler's, whose shard of it this process takes), each index paired with a per-sample
-    augmentation seed, and ``start`` samples skipped to resume an epoch in the middle."""
-
-    def __init__(self, dataset, seed, batch_size, rank=0, world=1):
-        self.n, self.seed, self.batch_size, self.rank, self.world = len(dataset), seed, batch_size, rank, world
-        self.epoch, self.start = 0, 0
-        self.per_rank = self.n // world  # drop the tail so that every rank takes the same number of samples
-
-    def set_epoch(self, epoch, start_batch=0):
-        self.epoch, self.start = epoch, start_batch * self.batch_size
-
-    def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
-        mine = order[: self.per_rank * self.world][self.rank::self.world]
-        base = (self.seed * 1_000_003 + self.epoch) * 1_000_003
-        return iter([(base + i, i) for i in mine[self.start:]])
-
-    def __len__(self):
-        return self.per_rank - self.start
+def build_loaders(dataset, batch_size, base_size=513, crop_size=513, full_res_val=False, use_sbd=False, seed=0,
+                  rank=0, world=1, **loader_kwargs):
+    """The train and val loaders of process ``rank`` of ``world``, with ``batch_size`` train images per
+    process.  The train order comes from a :class:`ResumableSampler` (reshuffled by ``set_epoch``), whose last
+    incomplete batch is dropped (a batch of one breaks BatchNorm on the pooled ASPP branch); the val loader
+    has batch size 1 (sizes differ) and, with several processes, its own shard of the val set (every image
+    exactly once).  ``full_res_val``: validate at original resolution.  Returns (train, val, num_classes)."""
+    train_set = build_dataset(dataset, "train", base_size, crop_size, use_sbd=use_sbd)
+    val_set = build_dataset(dataset, "val", base_size, crop_size, full_res=full_res_val)
+    sampler = ResumableSampler(train_set, seed, batch_size, rank, world)
+    if len(sampler) < batch_size:
+        raise DatasetError(f"--batch-size {batch_size * world}: the train split has only {len(train_set)} images"
+                           + (f" ({len(sampler)} per process)" if world > 1 else "") + "; use a smaller --batch-size")
+    train = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=len(sampler) > batch_size,
+                       **loader_kwargs)
+    val = DataLoader(val_set, batch_size=1, shuffle=False, sampler=ShardSampler(val_set, rank, world) if world > 1
+                     else None, **loader_kwargs)
+    return train, val, train_set.num_classes
 
 
-def make_data_loader(args, train_sampler=None, val_sampler=None, batch_size=None, shard=False, **kwargs):
-    """Reference signature and return value.  The val loader uses batch size 1 (sizes differ).
+def make_data_loader(args, **kwargs):
+    """The reference's signature, ``(train, val, test, num_class)`` from an argparse namespace (``test`` is
+    None: evaluate other splits with ``eval.py --split``); ``kwargs`` go to the DataLoaders."""
+    train, val, num_classes = build_loaders(args.dataset, args.batch_size, args.base_size, args.crop_size,
+                                            getattr(args, "full_res_val", False), getattr(args, "use_sbd", False),
+                                            getattr(args, "seed", 0), **kwargs)
+    return train, val, None, num_classes
 
-    Train batches drop the last incomplete batch (a batch of one breaks BatchNorm on the pooled
-    ASPP branch).  ``args.full_res_val`` evaluates at original resolution.  ``batch_size``: this
-    process's batch (default ``args.batch_size``).  The train order comes from a
-    :class:`ResumableSampler` (reshuffled by ``set_epoch``; ``shard``: this process's part under
-    torch.distributed); with ``shard`` the val set is split too (every image exactly once).
-    """
-    from utils.distributed import ShardSampler, rank, world_size
 
-    batch_size = batch_size or args.batch_size
-    train_set = build_dataset(args, "train")
-    val_set = build_dataset(args, "val", full_res=getattr(args, "full_res_val", False))
-    if train_sampler is None:
-        world = world_size() if shard else 1
-        train_sampler = ResumableSampler(train_set, getattr(args, "seed", 0), batch_size, rank() if shard else 0, world)
-    if shard and val_sampler is None:
-        val_sampler = ShardSampler(val_set)
-    test_loader = None
-    if args.dataset == "camvid":
-        test_loader = DataLoader(build_dataset(args, "test"), batch_size=1, shuffle=False, **kwargs)
-    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=train_sampler,
-                              drop_last=len(train_sampler) > batch_size, **kwargs)
-    val_loader = DataLoader(val_set, batch_size=1, shuffle=False, sampler=val_sampler, **kwargs)
-    return train_loader, val_loader, test_loader, train_set.num_classes
+__all__ = ["DATASETS", "DatasetError", "build_dataset", "build_loaders", "class_names", "dataset_root",
+           "make_data_loader"]

@@ -52,15 +52,17 @@ class PadToSize(T.Transform):
         return TF.pad(inpt, [0, 0, padw, padh], fill=fill)
 
 
+def normalize(image):
+    """uint8 (..., 3, H, W) -> float32 scaled to [0, 1], then ImageNet mean/std: the networks' input, in training
+    and at inference."""
+    return TF.normalize(TF.to_dtype(image, torch.float32, scale=True), MEAN, STD)
+
+
 class ToSample(T.Transform):
     """Final step: float normalised image, int64 mask."""
 
-    def __init__(self):
-        super().__init__()
-        self.normalize = T.Compose([T.ToDtype(torch.float32, scale=True), T.Normalize(MEAN, STD)])
-
     def forward(self, image, mask):
-        return self.normalize(image).as_subclass(torch.Tensor), mask.to(torch.int64).as_subclass(torch.Tensor)
+        return normalize(image.as_subclass(torch.Tensor)), mask.to(torch.int64).as_subclass(torch.Tensor)
 
 
 def train_transform(base_size, crop_size, mask_fill=0):

@@ -1,6 +1,9 @@
-"""Palettes and colourisation of label maps (VOC palette for pascal and synthetic)."""
+"""Palettes (from the dataset declarations) and colourisation of label maps."""
 import numpy as np
 import torch
+
+from .datasets import get_dataset
+from .transforms import MEAN, STD
 
 
 def voc_palette(n=256):
@@ -17,21 +20,15 @@ def voc_palette(n=256):
     return pal
 
 
-CITYSCAPES_COLORS = [(128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
-                     (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
-                     (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32)]
-CAMVID_COLORS = [(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (0, 0, 192), (128, 128, 0),
-                 (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)]
-
-
 def get_palette(dataset):
-    """A (256, 3) uint8 palette for ``dataset``; unused entries (void included) are black for city/camvid."""
-    if dataset in ("cityscapes", "camvid"):
-        pal = np.zeros((256, 3), dtype=np.uint8)
-        colors = CITYSCAPES_COLORS if dataset == "cityscapes" else CAMVID_COLORS
-        pal[: len(colors)] = colors
-        return pal
-    return voc_palette()
+    """A (256, 3) uint8 palette for ``dataset``: its declared colours (unused entries, void included, black),
+    or the VOC colour map."""
+    colors = get_dataset(dataset).colors
+    if colors is None:
+        return voc_palette()
+    pal = np.zeros((256, 3), dtype=np.uint8)
+    pal[: len(colors)] = colors
+    return pal
 
 
 def decode_segmap(label, dataset="pascal"):
@@ -45,8 +42,8 @@ def decode_seg_map_sequence(labels, dataset="pascal"):
     return torch.from_numpy(np.stack([decode_segmap(lab, dataset) for lab in labels])).permute(0, 3, 1, 2).float() / 255
 
 
-def denormalize(images, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
-    """Undo ImageNet normalisation: B x 3 x H x W -> values in [0, 1]."""
-    mean = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
+def denormalize(images):
+    """Undo the ImageNet normalisation of ``transforms.normalize``: B x 3 x H x W -> values in [0, 1]."""
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
     return (images * std + mean).clamp(0, 1)

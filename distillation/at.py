@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from utils.device import fp32
 
-from .base import Method, global_mean, resize_to
+from .base import Hyper, Method, global_mean, register_method, resize_to
 
 
 def attention_map(x):
@@ -25,25 +25,16 @@ def at_loss(s, t):
     return global_mean((q_s - q_t).pow(2).sum(), q_s, q_s.shape[1])
 
 
+@register_method
 class AT(Method):
-    name, flag = "at", "at_lambda"
+    name, title = "at", "AT"
+    hyper = (Hyper("weight", "at_lambda", 0.0, "AT weight beta; the loss is beta/2 x the sum over stages (paper: "
+                   "1000); 0 = off", paper=1000.0, low=0),)
     teacher_needs = student_needs = frozenset({"stages"})
 
-    @staticmethod
-    def add_args(p):
-        p.add_argument("--at_lambda", type=float, default=0.0,
-                       help="AT weight beta; the loss is beta/2 x the sum over stages (paper: 1000); 0 = off")
-
-    @classmethod
-    def from_args(cls, student, teacher, args, **_):
-        return cls(args.at_lambda, student.backbone.stage_relu, teacher.backbone.stage_relu)
-
-    def __init__(self, weight=1000.0, student_relu=True, teacher_relu=True):
-        super().__init__()
-        self.weight, self.student_relu, self.teacher_relu = weight, student_relu, teacher_relu
-
-    def notes(self):
-        return [f"AT: beta {self.weight} (loss beta/2 x sum over the 4 backbone stages)"]
+    def __init__(self, student, teacher, **values):
+        super().__init__(student, teacher, **values)
+        self.student_relu, self.teacher_relu = student.backbone.stage_relu, teacher.backbone.stage_relu
 
     def forward(self, student, teacher, warmup=False):
         act = lambda x, relu: F.relu(x) if relu else x  # noqa: E731

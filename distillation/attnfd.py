@@ -17,7 +17,7 @@ from modeling import CBAM, TAPS
 from utils.device import fp32
 from utils.distributed import global_batch, sum_over_ranks, world_size
 
-from .base import Method
+from .base import Hyper, Method, register_method
 
 
 def attnfd_loss(s, t, normalization="global"):
@@ -68,56 +68,58 @@ def build_connector(s_channels, t_channels):
     return nn.Sequential(conv, bn)
 
 
+@register_method
 class AttnFD(Method):
     """Mansourian et al., arXiv 2403.05451; the reference's defaults: lambda 2, global norm, connectors
     warmed up alone in epoch 0 and frozen afterwards, teacher in train mode."""
-    name, flag = "attnfd", "attn_lambda"
+    name, title = "attnfd", "AttnFD"
+    hyper = (Hyper("weight", "attn_lambda", 2.0, "AttnFD weight (paper: 2); 0 turns AttnFD off", low=0),
+             Hyper("teacher_attention", "teacher-attention", "auto", "AttnFD teacher CBAM: the checkpoint's weights "
+                   "or parameter-free pooling; auto picks the checkpoint's when it has them, as the reference",
+                   choices=("auto", "checkpoint", "parameter-free")),
+             Hyper("normalization", "attn-norm", "global", "AttnFD normalisation: global (the reference's code) or "
+                   "channel (the paper's text)", choices=("global", "channel")))
     warmup, train_with_student, teacher_train_mode, divide_by_batch = True, False, True, False
 
-    @staticmethod
-    def add_args(p):
-        p.add_argument("--attn_lambda", type=float, default=2.0, help="AttnFD weight (paper: 2); 0 turns AttnFD off")
-        p.add_argument("--teacher-attention", default="auto", choices=["auto", "checkpoint", "parameter-free"],
-                       help="AttnFD teacher CBAM: the checkpoint's weights or parameter-free pooling; auto picks the "
-                            "checkpoint's when it has them, as the reference")
-        p.add_argument("--attn-norm", default="global", choices=["global", "channel"],
-                       help="AttnFD normalisation: global (the reference's code) or channel (the paper's text)")
-
     @classmethod
-    def from_args(cls, student, teacher, args, missing_attention=()):
+    def build(cls, student, teacher, values, missing_attention=()):
+        """Resolves ``teacher_attention`` for the teacher checkpoint (``auto``: the checkpoint's CBAM when present)."""
         try:
-            mode, why = resolve_teacher_attention(args.teacher_attention, missing_attention, teacher.attention_in_path)
+            mode, why = resolve_teacher_attention(values["teacher_attention"], missing_attention,
+                                                  teacher.attention_in_path)
         except ValueError as e:
-            path = getattr(args, "teacher_path", "the teacher checkpoint")
-            raise ValueError(f"--teacher-attention {args.teacher_attention}: {path} {e}") from None
-        method = cls(student, teacher, args.attn_lambda, mode, args.attn_norm)
+            raise ValueError(f"--teacher-attention {values['teacher_attention']}: the teacher checkpoint {e}") \
+                from None
+        method = cls(student, teacher, **{**values, "teacher_attention": mode})
         method.why = why
         return method
 
-    def __init__(self, student, teacher, attn_lambda=2.0, teacher_attention="checkpoint", normalization="global"):
-        super().__init__()
-        self.attn_lambda, self.normalization = attn_lambda, normalization
-        self.teacher_attention_mode, self.why = teacher_attention, "requested"
+    def __init__(self, student, teacher, **values):
+        super().__init__(student, teacher, **values)
+        self.why = "requested"
+        if self.teacher_attention == "auto":  # a teacher built here, not read from a checkpoint
+            self.teacher_attention, self.why = resolve_teacher_attention("auto", (), teacher.attention_in_path)
         s_ch, t_ch = student.tap_channels, teacher.tap_channels
         self.connectors = nn.ModuleDict({tap: build_connector(s_ch[tap], t_ch[tap]) for tap in TAPS})
-        self.student_attention = student.attention()  # plain dicts: the modules live in the nets
-        if teacher_attention == "checkpoint":
-            self.teacher_attention = teacher.attention()
-        elif teacher_attention == "parameter-free":
-            self.teacher_attention = nn.ModuleDict({tap: CBAM(t_ch[tap], learned=False) for tap in TAPS})
+        self.student_cbam = student.attention()  # plain dicts: the modules live in the nets
+        if self.teacher_attention == "checkpoint":
+            self.teacher_cbam = teacher.attention()
+        elif self.teacher_attention == "parameter-free":
+            self.teacher_cbam = nn.ModuleDict({tap: CBAM(t_ch[tap], learned=False) for tap in TAPS})
         else:
-            raise ValueError(f"teacher_attention must be 'checkpoint' or 'parameter-free', got {teacher_attention!r}")
+            raise ValueError(f"teacher_attention must be 'checkpoint' or 'parameter-free', got "
+                             f"{self.teacher_attention!r}")
 
     def notes(self):
-        return [f"AttnFD: lambda {self.attn_lambda}, {self.normalization} norm; teacher attention: "
-                f"{self.teacher_attention_mode} ({self.why})"]
+        return [f"AttnFD: lambda {self.weight}, {self.normalization} norm; teacher attention: "
+                f"{self.teacher_attention} ({self.why})"]
 
     def forward(self, student, teacher, warmup=False):
-        """{'attnfd/<tap>': attn_lambda * loss at that tap}; in warm-up the student's CBAM runs without
-        autograd too, so only the connectors learn."""
+        """{'attnfd/<tap>': weight * loss at that tap}; in warm-up the student's CBAM runs without autograd too,
+        so only the connectors learn."""
         with torch.no_grad():
-            t_att = {tap: self.teacher_attention[tap](x) for tap, x in teacher.taps.items()}
+            t_att = {tap: self.teacher_cbam[tap](x) for tap, x in teacher.taps.items()}
         with torch.set_grad_enabled(torch.is_grad_enabled() and not warmup):
-            s_att = {tap: self.student_attention[tap](student.taps[tap]) for tap in TAPS}
-        return {f"attnfd/{tap}": self.attn_lambda * attnfd_loss(self.connectors[tap](s_att[tap]), t_att[tap],
-                                                                self.normalization) for tap in TAPS}
+            s_att = {tap: self.student_cbam[tap](student.taps[tap]) for tap in TAPS}
+        return {f"attnfd/{tap}": self.weight * attnfd_loss(self.connectors[tap](s_att[tap]), t_att[tap],
+                                                           self.normalization) for tap in TAPS}

@@ -1,35 +1,67 @@
-"""The distillation interface: a ``Distiller`` runs one frozen teacher and one student per step and sums
-the terms of its ``Method``s (AttnFD, KD, AT, Overhaul, CWD, DIST, SKD: any combination).
+"""The method interface and registry.  A method is a ``Method`` subclass in its own module, registered with
+``@register_method``; the class declares everything the rest of the code needs:
 
-``distiller(images, warmup=False) -> (student_logits, {term name: weighted loss})``; the trainer adds the
-student's CE to the sum of the terms and knows nothing about any one method.  Each method declares
-
+* ``hyper``: its hyperparameters as :class:`Hyper` (attribute, flag, command-line default, help, the paper's
+  value); the first is its weight, whose flag switches it on (0 = off).  ``add_args``, ``values_from_args``,
+  the constructor and ``notes`` are generic: a method without modules of its own needs only ``forward``;
 * ``teacher_needs`` / ``student_needs``: what its loss reads besides the taps (``"logits"``, ``"stages"``:
   the pre-ReLU backbone stages and heads); the teacher runs once per step with the union of the needs;
-* its trainable modules (connectors) as its own parameters, with ``lr_mult`` (x the base lr),
-  ``warmup`` (they train alone in epoch 0, the student frozen: AttnFD's and Overhaul's reference
-  scripts) and ``train_with_student`` (they stay in the main optimizer afterwards);
-* how its loss reduces across DDP ranks: every method here reduces over the *global* batch (sums via
-  ``utils.distributed.sum_over_ranks``, divided by global counts), so each rank holds the loss a single
-  process would compute on the whole batch and gradients equal the single-process ones;
-* ``teacher_train_mode``: whether its reference ran the teacher in train mode (used when neither
+* its trainable modules (connectors) as its own parameters, with ``lr_mult`` (x the base lr), ``warmup``
+  (they train alone in epoch 0, the student frozen: AttnFD's and Overhaul's reference scripts) and
+  ``train_with_student`` (they stay in the main optimizer afterwards);
+* ``teacher_train_mode``: whether its reference ran the teacher in train mode (the default when neither
   ``--teacher-train-mode`` nor ``--no-teacher-train-mode`` is given);
 * ``divide_by_batch``: whether the Distiller divides its terms by the global batch size.  This codebase's
-  CE is divided by the batch size after its pixel mean (the reference's ``batch_average``, kept: AttnFD's
-  and Overhaul's weights were set against it); KD, AT, CWD, DIST and SKD come from codebases whose CE is
-  a plain mean, so their terms get the same division and keep their papers' ratio to the CE.
+  CE is divided by the batch size after its pixel mean (the reference's ``batch_average``, kept: AttnFD's and
+  Overhaul's weights were set against it); KD, AT, CWD, DIST and SKD come from codebases whose CE is a
+  plain mean, so their terms get the same division and keep their papers' ratio to the CE.
+
+Every loss reduces over the *global* batch (sums via ``utils.distributed.sum_over_ranks``, divided by global
+counts), so each rank holds the loss a single process would compute on the whole batch.
 """
-import torch
+from dataclasses import dataclass
+
 import torch.nn as nn
 import torch.nn.functional as F
 
-from modeling import TAPS
+from utils.cli import number
 from utils.distributed import global_batch, sum_over_ranks
+
+METHODS = {}
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """A hyperparameter: attribute ``name``, command-line ``flag`` (its argparse dest too, dashes read as
+    underscores), the command-line ``default``, ``help``, the ``paper``'s value (the constructor's default;
+    None: ``default``), ``choices`` for a string, else a number at least ``low`` (above it if ``low_open``)."""
+    name: str
+    flag: str
+    default: object
+    help: str
+    paper: object = None
+    choices: tuple = None
+    low: float = None
+    low_open: bool = False
+
+    @property
+    def dest(self):
+        return self.flag.replace("-", "_")
+
+    @property
+    def value(self):
+        return self.default if self.paper is None else self.paper
+
+    def add_to(self, parser):
+        spellings = dict.fromkeys([f"--{self.flag}", f"--{self.flag.replace('_', '-')}"])  # --kd_T, --kd-T
+        kind = {"choices": self.choices} if self.choices else {"type": number(float, self.low, low_open=self.low_open)}
+        parser.add_argument(*spellings, dest=self.dest, default=self.default, help=self.help, **kind)
 
 
 class Method(nn.Module):
-    name = ""                  # term prefix in logs; also the registry key
-    flag = ""                  # its weight flag (0 = off), e.g. "kd_lambda"
+    name = ""                  # registry key, term prefix in logs, checkpoint key of its modules
+    title = ""                 # its name in the run log and --help
+    hyper = ()                 # Hyper declarations; the first is the weight (0 = off)
     teacher_needs = frozenset()
     student_needs = frozenset()
     warmup = False
@@ -38,90 +70,47 @@ class Method(nn.Module):
     teacher_train_mode = False
     divide_by_batch = True
 
-    @staticmethod
-    def add_args(parser):
-        """Add the method's flags (its weight flag first) to ``parser``."""
+    def __init__(self, student, teacher, **values):
+        """``values``: hyperparameters by attribute name; the others take the paper's value."""
+        super().__init__()
+        unknown = set(values) - {h.name for h in self.hyper}
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: unknown hyperparameters {sorted(unknown)}")
+        for h in self.hyper:
+            setattr(self, h.name, values.get(h.name, h.value))
+
+    @classmethod
+    def add_args(cls, parser):
+        group = parser.add_argument_group(f"{cls.title} (on when --{cls.hyper[0].flag} is not 0)")
+        for h in cls.hyper:
+            h.add_to(group)
+
+    @classmethod
+    def values_from_args(cls, args):
+        """{attribute: value} of the method's flags in the namespace ``args``."""
+        return {h.name: getattr(args, h.dest) for h in cls.hyper}
+
+    @classmethod
+    def build(cls, student, teacher, values, missing_attention=()):
+        """The method for a student and teacher; ``missing_attention``: the teacher's CBAM keys its checkpoint
+        lacked (for methods that use the teacher's attention)."""
+        return cls(student, teacher, **values)
 
     def notes(self):
         """Lines for the run log saying what was decided when the method was built."""
-        return []
+        return [f"{self.title}: " + ", ".join(f"{h.flag} {getattr(self, h.name)}" for h in self.hyper)]
 
     def forward(self, student, teacher, warmup=False):
         """``student``, ``teacher``: ``modeling.Features``; returns {term name: weighted loss (fp32)}."""
         raise NotImplementedError
 
 
-class Distiller(nn.Module):
-    def __init__(self, student, teacher, methods, teacher_train_mode=False, aspp_dropout=False):
-        super().__init__()
-        if not methods:
-            raise ValueError("no distillation method is on: give one of them a weight > 0")
-        self.student, self.teacher = student, teacher
-        self.methods = nn.ModuleDict({m.name: m for m in methods})
-        self.teacher_train_mode = teacher_train_mode
-        self.aspp_dropout = aspp_dropout  # reference: no ASPP dropout in the distillation forward
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-
-    def train(self, mode=True):
-        """The teacher follows the distiller into train mode (batch-statistics BN, dropout) when
-        ``teacher_train_mode``, as the AttnFD and Overhaul references do; otherwise it stays in eval mode.
-        It never gets gradients."""
-        super().train(mode)
-        self.teacher.train(mode and self.teacher_train_mode)
-        return self
-
-    @property
-    def has_warmup(self):
-        return any(m.warmup for m in self.trainable_modules().values())
-
-    def trainable_modules(self):
-        """The methods' own trainable modules by method name (checkpoint key ``connectors``)."""
-        return nn.ModuleDict({n: m for n, m in self.methods.items() if next(m.parameters(), None) is not None})
-
-    def param_groups(self, lr, phase):
-        """Optimizer groups of the methods' modules: ``"warmup"`` (epoch 0 alone), ``"student"`` (in the
-        main optimizer from the start), ``"late"`` (warm-up modules that join the main optimizer only
-        when no warm-up epoch runs)."""
-        pick = {"warmup": lambda m: m.warmup, "student": lambda m: m.train_with_student,
-                "late": lambda m: m.warmup and not m.train_with_student}[phase]
-        return [{"params": list(m.parameters()), "lr": lr * m.lr_mult, "name": n}
-                for n, m in self.trainable_modules().items() if pick(m)]
-
-    def load_trainable(self, state):
-        """Load ``trainable_modules()`` weights; also the layout of earlier checkpoints, which held AttnFD's
-        three connectors alone (``0.0.weight`` = backbone tap ...)."""
-        if state and all(k.split(".")[0].isdigit() for k in state):
-            state = {"attnfd.connectors." + TAPS[int(k.split(".")[0])] + "." + k.split(".", 1)[1]: v
-                     for k, v in state.items()}
-        self.trainable_modules().load_state_dict(state)
-
-    def notes(self):
-        return [line for m in self.methods.values() for line in m.notes()]
-
-    @torch.no_grad()
-    def teacher_features(self, images, logits=False, stages=False):
-        """The teacher's taps (and logits / stages only when asked: nothing else is kept)."""
-        return self.teacher.forward_features(images, logits=logits, aspp_dropout=self.aspp_dropout, stages=stages)
-
-    def student_features(self, images, stages=False):
-        return self.student.forward_features(images, aspp_dropout=self.aspp_dropout, stages=stages)
-
-    def forward(self, images, warmup=False):
-        """Student logits and every active method's terms.  ``warmup=True`` (epoch 0 of the AttnFD and
-        Overhaul references) runs the student without autograd and only the methods that warm up: their
-        modules learn, the student's weights get no gradient (its BN statistics still update)."""
-        methods = [m for m in self.methods.values() if m.warmup or not warmup]
-        t_needs = set().union(*(m.teacher_needs for m in methods))
-        s_needs = set().union(*(m.student_needs for m in methods))
-        t = self.teacher_features(images, logits="logits" in t_needs, stages="stages" in t_needs)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not warmup):
-            s = self.student_features(images, stages="stages" in s_needs)
-        terms = {}
-        for m in methods:
-            scale = 1 / global_batch(images) if m.divide_by_batch else 1
-            terms.update({k: v * scale for k, v in m(s, t, warmup=warmup).items()})
-        return s.logits, terms
+def register_method(cls):
+    """Class decorator: ``cls`` becomes available as ``METHODS[cls.name]`` and gets its flags in train_kd.py."""
+    if cls.name in METHODS:
+        raise ValueError(f"method {cls.name!r} is registered twice")
+    METHODS[cls.name] = cls
+    return cls
 
 
 def resize_to(s, t):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from utils.device import fp32
 
-from .base import Method, global_mean
+from .base import Hyper, Method, global_mean, register_method
 
 
 def cwd_loss(s_logits, t_logits, temperature=4.0):
@@ -18,25 +18,12 @@ def cwd_loss(s_logits, t_logits, temperature=4.0):
     return temperature ** 2 * global_mean(kl, s, s.shape[1])
 
 
+@register_method
 class CWD(Method):
-    name, flag = "cwd", "cwd_lambda"
+    name, title = "cwd", "CWD"
+    hyper = (Hyper("weight", "cwd_lambda", 0.0, "CWD weight (paper: 3); 0 = off", paper=3.0, low=0),
+             Hyper("temperature", "cwd_T", 4.0, "CWD temperature (paper: 4)", low=0, low_open=True))
     teacher_needs = frozenset({"logits"})
-
-    @staticmethod
-    def add_args(p):
-        p.add_argument("--cwd_lambda", type=float, default=0.0, help="CWD weight (paper: 3); 0 = off")
-        p.add_argument("--cwd_T", type=float, default=4.0, help="CWD temperature (paper: 4)")
-
-    @classmethod
-    def from_args(cls, student, teacher, args, **_):
-        return cls(args.cwd_lambda, args.cwd_T)
-
-    def __init__(self, weight=3.0, temperature=4.0):
-        super().__init__()
-        self.weight, self.temperature = weight, temperature
-
-    def notes(self):
-        return [f"CWD: lambda {self.weight}, T {self.temperature}"]
 
     def forward(self, student, teacher, warmup=False):
         return {"cwd": self.weight * cwd_loss(student.logits, teacher.logits, self.temperature)}

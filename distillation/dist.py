@@ -8,7 +8,7 @@ Under DDP the intra-class Pearson runs over the pixels of the global batch, from
 from utils.device import fp32
 from utils.distributed import global_batch, sum_over_ranks
 
-from .base import Method
+from .base import Hyper, Method, register_method
 
 EPS = 1e-8
 
@@ -31,27 +31,14 @@ def dist_loss(s_logits, t_logits, beta=1.0, gamma=1.0, temperature=1.0):
     return temperature ** 2 * (beta * inter + gamma * intra)
 
 
+@register_method
 class DIST(Method):
-    name, flag = "dist", "dist_lambda"
+    name, title = "dist", "DIST"
+    hyper = (Hyper("weight", "dist_lambda", 0.0, "DIST weight (its segmentation code: 1); 0 = off", paper=1.0, low=0),
+             Hyper("beta", "dist_beta", 1.0, "DIST inter-class weight", low=0),
+             Hyper("gamma", "dist_gamma", 1.0, "DIST intra-class weight", low=0),
+             Hyper("temperature", "dist_T", 1.0, "DIST temperature", low=0, low_open=True))
     teacher_needs = frozenset({"logits"})
-
-    @staticmethod
-    def add_args(p):
-        p.add_argument("--dist_lambda", type=float, default=0.0, help="DIST weight (its segmentation code: 1); 0 = off")
-        p.add_argument("--dist_beta", type=float, default=1.0, help="DIST inter-class weight")
-        p.add_argument("--dist_gamma", type=float, default=1.0, help="DIST intra-class weight")
-        p.add_argument("--dist_T", type=float, default=1.0, help="DIST temperature")
-
-    @classmethod
-    def from_args(cls, student, teacher, args, **_):
-        return cls(args.dist_lambda, args.dist_beta, args.dist_gamma, args.dist_T)
-
-    def __init__(self, weight=1.0, beta=1.0, gamma=1.0, temperature=1.0):
-        super().__init__()
-        self.weight, self.beta, self.gamma, self.temperature = weight, beta, gamma, temperature
-
-    def notes(self):
-        return [f"DIST: lambda {self.weight}, beta {self.beta}, gamma {self.gamma}, T {self.temperature}"]
 
     def forward(self, student, teacher, warmup=False):
         loss = dist_loss(student.logits, teacher.logits, self.beta, self.gamma, self.temperature)

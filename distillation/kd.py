@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from utils.device import fp32
 
-from .base import Method, global_mean
+from .base import Hyper, Method, global_mean, register_method
 
 
 def kd_loss(s_logits, t_logits, temperature=1.0):
@@ -18,25 +18,12 @@ def kd_loss(s_logits, t_logits, temperature=1.0):
     return temperature ** 2 * global_mean(kl, s, s.shape[2] * s.shape[3])
 
 
+@register_method
 class KD(Method):
-    name, flag = "kd", "kd_lambda"
+    name, title = "kd", "KD"
+    hyper = (Hyper("weight", "kd_lambda", 0.0, "KD weight (CIRKD: 1); 0 = off", paper=1.0, low=0),
+             Hyper("temperature", "kd_T", 1.0, "KD temperature (CIRKD: 1)", low=0, low_open=True))
     teacher_needs = frozenset({"logits"})
-
-    @staticmethod
-    def add_args(p):
-        p.add_argument("--kd_lambda", type=float, default=0.0, help="KD weight (CIRKD: 1); 0 = off")
-        p.add_argument("--kd_T", type=float, default=1.0, help="KD temperature (CIRKD: 1)")
-
-    @classmethod
-    def from_args(cls, student, teacher, args, **_):
-        return cls(args.kd_lambda, args.kd_T)
-
-    def __init__(self, weight=1.0, temperature=1.0):
-        super().__init__()
-        self.weight, self.temperature = weight, temperature
-
-    def notes(self):
-        return [f"KD: lambda {self.weight}, T {self.temperature}"]
 
     def forward(self, student, teacher, warmup=False):
         return {"kd": self.weight * kd_loss(student.logits, teacher.logits, self.temperature)}

@@ -19,7 +19,7 @@ from scipy.stats import norm
 from utils.device import fp32
 
 from .attnfd import build_connector
-from .base import Method, global_mean, resize_to
+from .base import Hyper, Method, global_mean, register_method, resize_to
 
 DIVIDERS = (8, 4, 2, 1, 1, 16)
 
@@ -50,23 +50,16 @@ def overhaul_loss(sources, targets, margins, dividers=DIVIDERS):
     return global_mean(total, sources[0])
 
 
+@register_method
 class Overhaul(Method):
-    name, flag = "overhaul", "overhaul_lambda"
+    name, title = "overhaul", "Overhaul"
+    hyper = (Hyper("weight", "overhaul_lambda", 0.0, "Overhaul weight on sum / batch (its segmentation script: "
+                   "1e-5); 0 = off", paper=1e-5, low=0),)
     teacher_needs = student_needs = frozenset({"stages"})
     warmup, train_with_student, lr_mult, teacher_train_mode, divide_by_batch = True, True, 10.0, True, False
 
-    @staticmethod
-    def add_args(p):
-        p.add_argument("--overhaul_lambda", type=float, default=0.0,
-                       help="Overhaul weight on sum / batch (its segmentation script: 1e-5); 0 = off")
-
-    @classmethod
-    def from_args(cls, student, teacher, args, **_):
-        return cls(student, teacher, args.overhaul_lambda)
-
-    def __init__(self, student, teacher, weight=1e-5):
-        super().__init__()
-        self.weight = weight
+    def __init__(self, student, teacher, **values):
+        super().__init__(student, teacher, **values)
         self.connectors = nn.ModuleList([build_connector(s, t) for s, t in
                                          zip(student.pre_relu_channels, teacher.pre_relu_channels)])
         for i, bn in enumerate(teacher.bns_before_relu()):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from utils.device import fp32
 
-from .base import Method, global_mean, resize_to
+from .base import Hyper, Method, global_mean, register_method, resize_to
 
 
 def similarity(x):
@@ -31,24 +31,12 @@ def skd_pairwise_loss(s, t, pool_scale=0.5):
     return global_mean((similarity(t) - similarity(s)).pow(2).sum() / nodes ** 2, s)
 
 
+@register_method
 class SKD(Method):
-    name, flag = "skd", "skd_lambda"
-
-    @staticmethod
-    def add_args(p):
-        p.add_argument("--skd_lambda", type=float, default=0.0, help="SKD pairwise weight (run script: 0.5); 0 = off")
-        p.add_argument("--skd_pool_scale", type=float, default=0.5, help="SKD node size as a fraction of the feature")
-
-    @classmethod
-    def from_args(cls, student, teacher, args, **_):
-        return cls(args.skd_lambda, args.skd_pool_scale)
-
-    def __init__(self, weight=0.5, pool_scale=0.5):
-        super().__init__()
-        self.weight, self.pool_scale = weight, pool_scale
-
-    def notes(self):
-        return [f"SKD: lambda {self.weight}, pool scale {self.pool_scale} (decoder tap)"]
+    name, title = "skd", "SKD"
+    hyper = (Hyper("weight", "skd_lambda", 0.0, "SKD pairwise weight (run script: 0.5); 0 = off", paper=0.5, low=0),
+             Hyper("pool_scale", "skd_pool_scale", 0.5, "SKD node size as a fraction of the feature", low=0,
+                   low_open=True))
 
     def forward(self, student, teacher, warmup=False):
         return {"skd": self.weight * skd_pairwise_loss(student.taps["decoder"], teacher.taps["decoder"],

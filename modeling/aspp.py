@@ -44,15 +44,9 @@ class ASPP(nn.Module):
         self.cbam = CBAM(channels)
         init_conv_bn(self, nn.init.kaiming_normal_)
 
-    def pre_relu(self, x):
-        """conv1 + bn1 output before its ReLU (Overhaul's ASPP feature)."""
+    def forward(self, x):
+        """conv1 + bn1 output *before* its ReLU (Overhaul's ASPP feature).  ``DeepLab.forward_features`` applies
+        the ReLU (AttnFD tap 2), then ``dropout``."""
         pooled = F.interpolate(self.global_avg_pool(x), size=x.shape[2:], mode="bilinear", align_corners=True)
         x = torch.cat([self.aspp1(x), self.aspp2(x), self.aspp3(x), self.aspp4(x), pooled], dim=1)
         return self.bn1(self.conv1(x))
-
-    def tap(self, x):
-        """AttnFD tap 2: after conv1 + bn1 + ReLU, before dropout."""
-        return F.relu(self.pre_relu(x))
-
-    def forward(self, x):
-        return self.dropout(self.tap(x))

@@ -26,18 +26,13 @@ class Decoder(nn.Module):
         self.cbam = CBAM(256)
         init_conv_bn(self, nn.init.kaiming_normal_)
 
-    def pre_relu(self, x, low_level):
-        """last_conv[0:6]: the second conv + BN before its ReLU (Overhaul's decoder feature)."""
+    def forward(self, x, low_level):
+        """last_conv[0:6]: the second conv + BN *before* its ReLU (Overhaul's decoder feature).
+        ``DeepLab.forward_features`` applies the ReLU (AttnFD tap 3: last_conv[0:7]), then ``classify``."""
         low_level = F.relu(self.bn1(self.conv1(low_level)))
         x = F.interpolate(x, size=low_level.shape[2:], mode="bilinear", align_corners=True)
         return self.last_conv[:6](torch.cat([x, low_level], dim=1))
 
-    def tap(self, x, low_level):
-        """AttnFD tap 3: output of last_conv[0:7] (second conv + BN + ReLU)."""
-        return F.relu(self.pre_relu(x, low_level))
-
     def classify(self, tap):
+        """last_conv[7:]: Dropout(0.1) and the 1x1 classifier."""
         return self.last_conv[7:](tap)
-
-    def forward(self, x, low_level):
-        return self.classify(self.tap(x, low_level))

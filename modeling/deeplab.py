@@ -60,12 +60,12 @@ class DeepLab(nn.Module):
         refine = self.attention() if self.attention_in_path else dict.fromkeys(TAPS, nn.Identity())
         taps = {"backbone": stages[-1]}
         x = act(refine["backbone"](taps["backbone"]))
-        heads = [self.aspp.pre_relu(x)]
+        heads = [self.aspp(x)]
         taps["aspp"] = F.relu(heads[0])
         x = refine["aspp"](taps["aspp"])
         if aspp_dropout:
             x = self.aspp.dropout(x)
-        heads.append(self.decoder.pre_relu(x, act(stages[0])))
+        heads.append(self.decoder(x, act(stages[0])))
         taps["decoder"] = F.relu(heads[1])
         out = None
         if logits:

@@ -8,7 +8,7 @@ import scipy.io
 import torch
 from PIL import Image
 
-from dataloaders import build_dataset, make_data_loader
+from dataloaders import build_dataset, build_loaders, make_data_loader
 from dataloaders.datasets import DatasetError
 from dataloaders.synthetic import generate
 from dataloaders.transforms import MEAN, STD, RandomShortSideScale, SegmentationPreset
@@ -45,8 +45,17 @@ def make_voc(root, train, val, h=40, w=56):
 
 
 def args_for(dataset, crop=40, **kw):
+    """The namespace of the reference's make_data_loader(args)."""
     kw.setdefault("use_sbd", False)
     return argparse.Namespace(dataset=dataset, base_size=crop, crop_size=crop, batch_size=2, **kw)
+
+
+def dataset_split(dataset, name, crop=40, **kw):
+    return build_dataset(dataset, name, crop, crop, **kw)
+
+
+def loaders(dataset, crop=40, batch_size=2, **kw):
+    return build_loaders(dataset, batch_size, crop, crop, **kw)
 
 
 def test_voc_loader_labels_splits_and_workers(tmp_path, monkeypatch):
@@ -70,17 +79,17 @@ def test_voc_loader_labels_splits_and_workers(tmp_path, monkeypatch):
 def test_voc_root_may_be_the_folder_above_voc2012(tmp_path, monkeypatch):
     make_voc(tmp_path / "VOCdevkit" / "VOC2012", ["a"], ["b"])
     monkeypatch.setenv("ATTNFD_PASCAL_ROOT", str(tmp_path))
-    assert len(build_dataset(args_for("pascal"), "val")) == 1
+    assert len(dataset_split("pascal", "val")) == 1
 
 
 def test_val_resizes_short_side_to_crop_size(tmp_path, monkeypatch):
     root = tmp_path / "VOC2012"
     make_voc(root, ["a"], ["b"], h=30, w=45)
     monkeypatch.setenv("ATTNFD_PASCAL_ROOT", str(root))
-    sample = build_dataset(args_for("pascal", crop=60), "val")[0]
+    sample = dataset_split("pascal", "val", 60)[0]
     assert sample["image"].shape == (3, 60, 90) and sample["label"].shape == (60, 90)
     assert set(sample["label"].unique().tolist()) <= {0, 2, 255}
-    full = build_dataset(args_for("pascal", crop=60), "val", full_res=True)[0]
+    full = dataset_split("pascal", "val", 60, full_res=True)[0]
     assert full["label"].shape == (30, 45)
 
 
@@ -98,7 +107,7 @@ def test_sbd_merge_is_voc_train_plus_sbd_minus_voc_val(tmp_path, monkeypatch):
     (sbd / "val.txt").write_text("e\n")
     monkeypatch.setenv("ATTNFD_PASCAL_ROOT", str(voc))
     monkeypatch.setenv("ATTNFD_SBD_ROOT", str(tmp_path / "benchmark_RELEASE"))
-    ds = build_dataset(args_for("pascal", use_sbd=True), "train")
+    ds = dataset_split("pascal", "train", use_sbd=True)
     names = [os.path.basename(img) for img, _ in ds.pairs]
     assert names == ["a.jpg", "b.jpg", "d.jpg", "e.jpg"]  # VOC's b wins, VOC val's c is excluded
     image, label = ds.load(2)
@@ -117,7 +126,7 @@ def test_cityscapes_label_ids_to_train_ids(tmp_path, monkeypatch):
             ids = np.array([[7, 26, 0, 4, 33, 255, 17, 6] * 4] * 16, np.uint8)
             Image.fromarray(ids, mode="L").save(gt_dir / f"{stem}_gtFine_labelIds.png")
     monkeypatch.setenv("ATTNFD_CITYSCAPES_ROOT", str(tmp_path))
-    train, val, _, n = make_data_loader(args_for("cityscapes", crop=16), num_workers=2)
+    train, val, n = loaders("cityscapes", 16, num_workers=2)
     assert n == 19 and len(train.dataset) == 2
     lab = next(iter(val))["label"][0, 0, :8].tolist()
     assert lab == [0, 13, 255, 255, 18, 255, 5, 255]
@@ -133,9 +142,10 @@ def test_camvid_layout_and_void(tmp_path, monkeypatch):
             Image.fromarray(lab, mode="L").save(tmp_path / (split + "annot") / f"{split}{k}.png")
     (tmp_path / "val.txt").write_text("/SegNet/CamVid/val/val1.png /SegNet/CamVid/valannot/val1.png\n")
     monkeypatch.setenv("ATTNFD_CAMVID_ROOT", str(tmp_path))
-    train, val, test, n = make_data_loader(args_for("camvid", crop=12), num_workers=0)
-    assert n == 11 and len(train.dataset) == 2 and len(val.dataset) == 1 and len(test.dataset) == 2
-    lab = next(iter(test))["label"][0, 0].tolist()
+    train, val, n = loaders("camvid", 12)
+    test = dataset_split("camvid", "test", 12)
+    assert n == 11 and len(train.dataset) == 2 and len(val.dataset) == 1 and len(test) == 2
+    lab = test[0]["label"][0].tolist()
     assert lab[:12] == list(range(11)) + [255]
 
 
@@ -143,16 +153,16 @@ def test_bad_inputs_give_errors_naming_the_file(tmp_path, monkeypatch):
     root = tmp_path / "VOC2012"
     monkeypatch.setenv("ATTNFD_PASCAL_ROOT", str(root))
     with pytest.raises(DatasetError, match="pascal root not found: .*VOC2012.*ATTNFD_PASCAL_ROOT"):
-        build_dataset(args_for("pascal"), "train")
+        dataset_split("pascal", "train")
     make_voc(root, ["a", "b"], ["c"])
     os.remove(root / "ImageSets/Segmentation/val.txt")
     with pytest.raises(DatasetError, match="split list not found: .*val.txt"):
-        build_dataset(args_for("pascal"), "val")
+        dataset_split("pascal", "val")
     os.remove(root / "JPEGImages/b.jpg")
     with pytest.raises(DatasetError, match="image listed but absent: .*b.jpg"):
-        build_dataset(args_for("pascal"), "train")
+        dataset_split("pascal", "train")
     (root / "JPEGImages/b.jpg").write_bytes(b"not a jpeg")
-    ds = build_dataset(args_for("pascal"), "train")
+    ds = dataset_split("pascal", "train")
     with pytest.raises(DatasetError, match="unreadable image .*b.jpg"):
         ds[1]
     save_palette_png(root / "SegmentationClass/a.png", np.zeros((10, 10)))
@@ -171,7 +181,7 @@ def test_worker_errors_surface_as_dataset_errors(tmp_path, monkeypatch):
     make_voc(root, ["a", "b"], ["c"])
     (root / "JPEGImages/a.jpg").write_bytes(b"broken")
     monkeypatch.setenv("ATTNFD_PASCAL_ROOT", str(root))
-    train, *_ = make_data_loader(args_for("pascal"), num_workers=1)
+    train, *_ = loaders("pascal", num_workers=1)
     with pytest.raises(DatasetError, match="unreadable image .*a.jpg"):
         list(train)
 
@@ -213,7 +223,7 @@ def test_synthetic_generator_is_seeded_and_read_as_voc(tmp_path, monkeypatch):
     for sub in ("JPEGImages/synth_00004.jpg", "SegmentationClass/synth_00007.png"):
         assert (tmp_path / "a/VOC2012" / sub).read_bytes() == (tmp_path / "b/VOC2012" / sub).read_bytes()
     monkeypatch.setenv("ATTNFD_SYNTHETIC_ROOT", a)
-    train, val, _, n = make_data_loader(args_for("synthetic", crop=48), num_workers=2)
+    train, val, n = loaders("synthetic", 48, num_workers=2)
     assert n == 7 and len(train.dataset) == 6 and len(val.dataset) == 2
     labels = torch.cat([s["label"].flatten() for s in val])
     assert set(labels.unique().tolist()) <= set(range(7)) | {255} and (labels == 255).any()
@@ -247,7 +257,7 @@ def test_balanced_class_weights_are_computed_once_and_cached(tmp_path, monkeypat
     root = tmp_path / "VOC2012"
     make_voc(root, ["a", "b"], ["c"])
     monkeypatch.setenv("ATTNFD_PASCAL_ROOT", str(root))
-    ds = build_dataset(args_for("pascal"), "train")
+    ds = dataset_split("pascal", "train")
     cache = tmp_path / "pascal_classes_weights.npy"
     w = calculate_weights_labels(ds, 21, str(cache))
     # a: columns < 28 are class 1, the rest 0 (rows 0-1 are void); b: class 2 likewise

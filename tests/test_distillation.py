@@ -76,7 +76,7 @@ def test_distiller_loss_matches_the_pipeline_written_out():
     """Each tap: lambda * sum((c(s)/||c(s)|| - t/||t||)^2) / B with CBAM, connector and norms written out
     by hand from the modules' weights (not by calling the distiller's own modules)."""
     student, teacher = tiny_pair()
-    d = attnfd(student, teacher, attn_lambda=2.0, teacher_attention="parameter-free").eval()
+    d = attnfd(student, teacher, weight=2.0, teacher_attention="parameter-free").eval()
     for m in d.modules():  # non-trivial BN statistics, so a wrong BN would show
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
@@ -169,23 +169,29 @@ def test_frozen_student_cbam_mlp_leaves_the_linear_layers_out_as_the_reference()
 
 
 def test_build_distiller_from_flags():
-    from trainer import get_args_parser
+    from distillation import settings_from_args, teacher_train_mode
+    from training import get_args_parser
     student, teacher = tiny_pair()
-    parse = get_args_parser(kd=True).parse_args
-    d = build_distiller(student, teacher, parse(["--attn_lambda", "0.5", "--teacher-attention", "parameter-free",
-                                                 "--attn-norm", "channel", "--distill-aspp-dropout"]))
+
+    def build(argv, missing=()):
+        a = get_args_parser(kd=True).parse_args(argv)
+        methods = settings_from_args(a)
+        mode, _ = teacher_train_mode(a.teacher_train_mode, methods)
+        return build_distiller(student, teacher, methods, mode, a.distill_aspp_dropout, missing)
+
+    d = build(["--attn_lambda", "0.5", "--teacher-attention", "parameter-free", "--attn-norm", "channel",
+               "--distill-aspp-dropout"])
     m = d.methods["attnfd"]
-    assert list(d.methods) == ["attnfd"] and m.attn_lambda == 0.5 and m.normalization == "channel" and d.aspp_dropout
-    assert sum(p.numel() for p in m.teacher_attention.parameters()) == 0 and d.teacher_train_mode  # auto: AttnFD's
-    d = build_distiller(student, teacher, parse(["--attn_lambda", "0", "--kd_lambda", "1", "--cwd_lambda", "3"]))
+    assert list(d.methods) == ["attnfd"] and m.weight == 0.5 and m.normalization == "channel" and d.aspp_dropout
+    assert sum(p.numel() for p in m.teacher_cbam.parameters()) == 0 and d.teacher_train_mode  # auto: AttnFD's
+    d = build(["--attn-lambda", "0", "--kd-lambda", "1", "--cwd_lambda", "3", "--cwd-T", "2"])  # both spellings
     assert list(d.methods) == ["kd", "cwd"] and not d.teacher_train_mode and not d.has_warmup
-    d = build_distiller(student, teacher, parse(["--attn_lambda", "0", "--kd_lambda", "1", "--teacher-train-mode"]))
-    assert d.teacher_train_mode
+    assert d.methods["cwd"].temperature == 2 and d.methods["kd"].temperature == 1
+    assert build(["--attn_lambda", "0", "--kd_lambda", "1", "--teacher-train-mode"]).teacher_train_mode
     with pytest.raises(ValueError, match="every distillation weight is 0.*--kd_lambda"):
-        build_distiller(student, teacher, parse(["--attn_lambda", "0"]))
-    with pytest.raises(ValueError, match="--teacher-attention checkpoint: T.pth has no CBAM weights"):
-        build_distiller(student, teacher, parse(["--teacher-attention", "checkpoint", "--teacher_path", "T.pth"]),
-                        missing_attention=["backbone.cbam.x"])
+        build(["--attn_lambda", "0"])
+    with pytest.raises(ValueError, match="--teacher-attention checkpoint: the teacher checkpoint has no CBAM weights"):
+        build(["--teacher-attention", "checkpoint"], missing=["backbone.cbam.x"])
 
 
 def test_ce_is_divided_by_the_batch_and_focal_matches_its_formula():
@@ -239,27 +245,50 @@ def test_evaluator_metrics_by_hand():
 def test_train_kd_defaults_are_the_ones_the_study_chose():
     """README 'Does it work?': teacher in train mode (auto, with AttnFD on), no ASPP dropout, global norm,
     warm-up, lambda 2; the other methods off."""
-    from distillation import METHODS, teacher_train_mode
-    from trainer import get_args_parser
+    from distillation import settings_from_args, teacher_train_mode
+    from training import get_args_parser
 
     a = get_args_parser(kd=True).parse_args([])
-    assert (teacher_train_mode(a)[0], a.distill_aspp_dropout, a.attn_norm, a.warmup, a.attn_lambda,
-            a.student_cbam_mlp) == (True, False, "global", True, 2.0, "train")
-    assert [m for m in METHODS.values() if getattr(a, m.flag) != 0] == [METHODS["attnfd"]]
+    assert (teacher_train_mode(a.teacher_train_mode, settings_from_args(a))[0], a.distill_aspp_dropout, a.attn_norm,
+            a.warmup, a.attn_lambda, a.student_cbam_mlp) == (True, False, "global", True, 2.0, "train")
+    assert list(settings_from_args(a)) == ["attnfd"]
     assert get_args_parser(kd=True).parse_args(["--no-teacher-train-mode"]).teacher_train_mode is False
 
 
-@pytest.mark.parametrize("argv,kd,expected", [
-    ([], False, dict(epochs=50, batch_size=6, lr=0.007, checkname="deeplab-resnet101")),
-    (["--batch-size", "12"], False, dict(epochs=50, batch_size=12, lr=0.014)),
-    (["--dataset", "cityscapes"], False, dict(epochs=200, batch_size=6, lr=0.01)),
-    (["--dataset", "camvid", "--batch-size", "3"], True, dict(epochs=200, lr=0.005, checkname="attnfd-resnet18")),
-    (["--lr", "0.02", "--epochs", "7"], False, dict(epochs=7, lr=0.02, test_batch_size=6)),
+@pytest.mark.parametrize("argv,kd,world,cuda,expected", [
+    ([], False, 1, False, dict(epochs=50, batch_size=6, lr=0.007, checkname="deeplab-resnet101")),
+    (["--batch-size", "12"], False, 1, False, dict(epochs=50, batch_size=12, lr=0.014)),
+    (["--dataset", "cityscapes"], False, 1, False, dict(epochs=200, batch_size=6, lr=0.01)),
+    (["--dataset", "camvid", "--batch-size", "3"], True, 1, False,
+     dict(epochs=200, lr=0.005, checkname="attnfd-resnet18")),
+    (["--lr", "0.02", "--epochs", "7"], False, 1, False, dict(epochs=7, lr=0.02)),
+    ([], False, 4, True, dict(batch_size=24, lr=0.007)),          # 6 per GPU; the lr rule is per GPU batch of 6
+    (["--batch-size", "8"], False, 4, True, dict(batch_size=8, lr=0.007 / 24 * 8)),
+    ([], False, 2, False, dict(batch_size=6, lr=0.007)),           # CPU processes split one batch of 6
 ])
-def test_finalize_args_applies_the_reference_rules(argv, kd, expected):
-    """Epochs and lr per dataset, lr = dataset lr / 6 x batch (one process), checkname from the backbone."""
-    from trainer import finalize_args, get_args_parser
+def test_resolve_args_applies_the_reference_rules(argv, kd, world, cuda, expected):
+    """Epochs and lr per dataset, lr = dataset lr / (6 x GPUs) x batch, checkname from the backbone; a pure
+    function of the flags and the world size: the parsed namespace is left as it was."""
+    from training import get_args_parser, resolve_args
 
-    a = finalize_args(get_args_parser(kd).parse_args([*argv, "--no-cuda"]), kd)
+    parsed = get_args_parser(kd).parse_args(argv)
+    before = dict(vars(parsed))
+    a = resolve_args(parsed, kd, world=world, cuda=cuda, gpu_count=world if cuda else 0)
+    assert vars(parsed) == before
     for k, v in expected.items():
         assert getattr(a, k) == pytest.approx(v) if isinstance(v, float) else getattr(a, k) == v, k
+
+
+@pytest.mark.parametrize("argv,world,message", [
+    (["--batch-size", "5"], 2, "--batch-size 5 is the global batch and must split evenly across 2 processes"),
+    (["--crop-size", "16"], 1, "--crop-size 16 is too small for --out-stride 16"),
+    (["--gpu-ids", "0,1"], 1, "several GPUs run as one process each: torchrun --nproc_per_node=2"),
+    (["--gpu-ids", "a"], 1, "--gpu-ids must be a comma-separated list of integers"),
+    (["--gpu-ids", "3"], 1, "--gpu-ids 3: this machine has 0 GPU"),
+])
+def test_resolve_args_refuses_impossible_values_in_one_line(argv, world, message):
+    from training import get_args_parser, resolve_args
+    from utils.cli import UsageError
+
+    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+        resolve_args(get_args_parser().parse_args(argv), world=world)

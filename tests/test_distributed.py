@@ -6,11 +6,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from dataloaders.samplers import ShardSampler
 from distillation import AttnFD, Distiller
 from modeling import DeepLab
-from trainer import sgd, train_step
+from training import sgd, train_step
 from utils.device import Precision
-from utils.distributed import ShardSampler, convert_sync_batchnorm
+from utils.distributed import convert_sync_batchnorm
 from utils.loss import SegmentationLosses
 from utils.metrics import Evaluator
 
@@ -73,7 +74,7 @@ def worker(rank, port, out):
     samples = [(torch.randint(0, CLASSES, (6, 6), generator=g), torch.randint(0, CLASSES, (6, 6), generator=g))
                for _ in range(5)]
     ev = Evaluator(CLASSES)
-    for i in ShardSampler(samples):
+    for i in ShardSampler(samples, rank, WORLD):
         ev.add_batch(*samples[i])
     ev.all_reduce()
     torch.save({"logged": logged, "state": state, "cm": ev.confusion_matrix, "samples": samples},

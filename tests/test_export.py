@@ -1,4 +1,4 @@
-"""export.py (ONNX / TorchScript with a parity check) and benchmarks/cost.py, through the real CLIs."""
+"""export.py (ONNX / torch.export / TorchScript with a parity check) and benchmarks/cost.py, through the real CLIs."""
 import json
 import subprocess
 import sys
@@ -48,13 +48,13 @@ def test_onnx_export_of_a_student_passes_the_parity_check_at_two_sizes(backbone,
     graph = onnx.load(str(out)).graph
     dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
     assert dims[1] == 3 and all(isinstance(d, str) and d for d in (dims[0], dims[2], dims[3])), dims  # dynamic
-    assert not list(tmp_path.glob("*.partial"))
+    assert not list(tmp_path.glob("tmp-*"))
 
 
 def test_exported_argmax_agrees_with_pytorch_on_real_sized_inputs(tmp_path):
     """>= 99.9% of the pixels of VOC-sized (500x375) and crop-sized (513) inputs, fp32."""
     pytest.importorskip("onnxruntime")
-    import export
+    from utils import export
 
     torch.manual_seed(0)
     model = DeepLab(num_classes=21, backbone="mobilenet").eval()
@@ -67,18 +67,26 @@ def test_exported_argmax_agrees_with_pytorch_on_real_sized_inputs(tmp_path):
         assert agree >= 0.999 and err <= 1e-4, (shape, err, agree)
 
 
-def test_torchscript_export_and_the_tolerance_gate(tmp_path, capsys):
-    ckpt = save_random_checkpoint(tmp_path / "student.pth.tar", "mobilenet", num_classes=5)
-    out = tmp_path / "student.pt"
-    p = run(ROOT / "export.py", "--checkpoint", ckpt, "--format", "torchscript", "--output", out,
-            "--check-size", "1", "97", "65", cwd=tmp_path)
-    assert parities(p.stdout)["1x3x97x65"][0] <= 1e-4
-    module = torch.jit.load(str(out))
-    assert module(torch.randn(2, 3, 40, 56)).shape == (2, 5, 40, 56)
-    import export  # the gate, in-process (a second CLI start would only add its import time)
+@pytest.mark.parametrize("fmt", ["pt2", "torchscript"])
+def test_torch_export_and_torchscript_pass_the_parity_check_at_any_size(fmt, tmp_path):
+    from utils.export import runner
 
-    args = export.get_args_parser().parse_args(["--checkpoint", str(ckpt), "--format", "torchscript", "--output",
-                                                str(out), "--check-size", "1", "64", "64", "--tolerance", "-1"])
+    ckpt = save_random_checkpoint(tmp_path / "student.pth.tar", "mobilenet", num_classes=5)
+    out = tmp_path / f"student.{fmt}"
+    p = run(ROOT / "export.py", "--checkpoint", ckpt, "--format", fmt, "--output", out,
+            "--check-size", "1", "97", "65", "--check-size", "3", "40", "56", cwd=tmp_path)
+    assert parities(p.stdout)["1x3x97x65"][0] <= 1e-4 and parities(p.stdout)["3x3x40x56"][1] == 100
+    assert runner(fmt, str(out))(torch.randn(2, 3, 40, 56).numpy()).shape == (2, 5, 40, 56)
+    assert not list(tmp_path.glob("tmp-*"))
+
+
+def test_the_tolerance_gate_exits_with_1(tmp_path, capsys):
+    import export  # the CLI, in-process (a second CLI start would only add its import time)
+
+    ckpt = save_random_checkpoint(tmp_path / "student.pth.tar", "mobilenet", num_classes=5)
+    args = export.get_args_parser().parse_args(["--checkpoint", str(ckpt), "--format", "pt2", "--output",
+                                                str(tmp_path / "s.pt2"), "--check-size", "1", "64", "64"])
+    args.tolerance = -1.0  # argparse refuses a negative one; an impossible bound forces the gate
     with pytest.raises(SystemExit) as exit_:
         export.main(args)
     assert exit_.value.code == 1 and "exceeds --tolerance" in capsys.readouterr().err
@@ -92,9 +100,10 @@ def test_export_bad_input_is_one_line_and_writes_nothing(tmp_path):
     p = run(ROOT / "export.py", "--checkpoint", ckpt, "--format", "torchscript", "--output",
             tmp_path / "missing" / "x.pt", cwd=tmp_path, check=False)
     assert p.returncode == 2 and "does not exist" in p.stderr and not (tmp_path / "missing").exists()
-    assert not list(tmp_path.rglob("*.partial")) and not list(tmp_path.glob("*.onnx"))
+    assert not list(tmp_path.rglob("tmp-*")) and not list(tmp_path.glob("*.onnx"))
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
 def test_any_input_size_turns_the_shortcut_off_and_back_on():
     """The 257 px example input takes the 1x1 shortcut in the ASPP (rate 18 >= 17 px): a graph traced with it
     would be wrong at 513 px (the real-size parity test checks that); the switch is restored after errors."""
@@ -115,17 +124,20 @@ def test_any_input_size_turns_the_shortcut_off_and_back_on():
 
 
 def test_cost_table_parameter_counts_are_the_designs(tmp_path):
-    """DESIGN.md: without attention modules, 21 classes: R101 59.34M, R18 16.61M, MobileNetV2 5.82M."""
+    """Parameters with and without CBAM (the counts themselves: test_models), FLOPs and latency per model."""
     ckpt = save_random_checkpoint(tmp_path / "r18.pth.tar", "resnet18", num_classes=21)
     out = tmp_path / "cost.json"
     p = run(ROOT / "benchmarks" / "cost.py", "--models", "resnet101", "resnet18", "mobilenet", ckpt, "--size", "65",
             "--reps", "1", "--warmup", "0", "--precision", "fp32", "--device", "cpu", "--json", out,
             "--markdown", tmp_path / "cost.md", cwd=tmp_path)
     rows = json.loads(out.read_text())
-    assert [round(r["params_M"], 2) for r in rows] == [59.34, 16.61, 5.82, 16.61]
+    params = [r["params_M"] for r in rows]
+    assert params[0] > params[1] > params[2] and params[3] == params[1]
+    assert all(r["params_with_cbam_M"] > r["params_M"] for r in rows)  # the paper's column leaves CBAM out
     assert rows[0]["GFLOPs"] > rows[1]["GFLOPs"] > rows[2]["GFLOPs"] > 0 and rows[3]["GFLOPs"] == rows[1]["GFLOPs"]
     assert all(r["fp32_ms"] > 0 for r in rows)
-    assert "| resnet101 | 59.34 |" in p.stdout and (tmp_path / "cost.md").read_text().startswith("| model |")
+    assert f"| resnet101 | {params[0]:.2f} |" in p.stdout
+    assert (tmp_path / "cost.md").read_text().startswith("| model |")
 
 
 def test_cost_table_times_the_onnx_export_under_onnxruntime(tmp_path):
@@ -134,5 +146,5 @@ def test_cost_table_times_the_onnx_export_under_onnxruntime(tmp_path):
     p = run(ROOT / "benchmarks" / "cost.py", "--models", "mobilenet", "--size", "65", "--reps", "2", "--warmup", "1",
             "--precision", "fp32", "--device", "cpu", "--onnxruntime", "--json", out, cwd=tmp_path)
     row = json.loads(out.read_text())[0]
-    assert row["ort_ms"] > 0 and row["ort_img_s"] == pytest.approx(1000 / row["ort_ms"])
+    assert row["ort_ms"] > 0
     assert "ONNX Runtime fp32 ms" in p.stdout

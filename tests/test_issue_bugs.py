@@ -5,7 +5,8 @@ from conftest import save_random_checkpoint
 
 from dataloaders.synthetic import generate
 from modeling import DeepLab
-from trainer import Trainer, finalize_args, get_args_parser
+from training import get_args_parser, resolve_args
+from training.main import fit, setup
 
 
 @pytest.fixture(scope="module")
@@ -15,14 +16,14 @@ def data(tmp_path_factory):
     return tmp, root, save_random_checkpoint(tmp / "teacher.pth.tar")
 
 
-def kd_trainer(data, monkeypatch, *extra):
+def kd_run(data, monkeypatch, *extra):
     tmp, root, teacher = data
     monkeypatch.setenv("ATTNFD_SYNTHETIC_ROOT", root)
     args = get_args_parser(kd=True).parse_args([
         "--dataset", "synthetic", "--backbone", "mobilenet", "--base-size", "32", "--crop-size", "32",
         "--batch-size", "4", "--lr", "0.05", "--workers", "0", "--no-pretrained", "--no-cuda", "--no-val",
         "--teacher_path", str(teacher), "--run-dir", str(tmp / "run"), *extra])
-    return Trainer(finalize_args(args, kd=True))
+    return setup(resolve_args(args, kd=True))
 
 
 K = "attnfd.connectors.backbone.0.weight"
@@ -31,26 +32,27 @@ K = "attnfd.connectors.backbone.0.weight"
 def test_connectors_learn_when_the_run_starts_past_the_warmup_epoch(data, monkeypatch):
     """--start_epoch 1 (or --resume of a checkpoint without connectors) skips the epoch-0 warm-up, where
     the reference trains its connectors; they then trained with nothing and stayed random."""
-    t = kd_trainer(data, monkeypatch, "--start_epoch", "1", "--epochs", "2")
+    t = kd_run(data, monkeypatch, "--start_epoch", "1", "--epochs", "2")
     before = {k: v.clone() for k, v in t.distiller.trainable_modules().state_dict().items()}
-    t.fit()
+    fit(t)
     after = t.distiller.trainable_modules().state_dict()
     learned = [k for k in before if k.endswith("0.weight") and not torch.equal(before[k], after[k])]
     assert len(learned) == 3, "every connector conv must learn when there is no warm-up epoch in the run"
     # resuming that run keeps its optimizer (with the connectors' group) and the connectors keep learning
-    ckpt = f"{t.saver.experiment_dir}/checkpoint.pth.tar"
-    r = kd_trainer(data, monkeypatch, "--resume", ckpt, "--epochs", "3")
-    assert r.args.start_epoch == 2 and len(r.optimizer.param_groups) == 3
-    r.fit()
+    ckpt = f"{t.experiment_dir}/checkpoint.pth.tar"
+    r = kd_run(data, monkeypatch, "--resume", ckpt, "--epochs", "3")
+    assert r.state.epoch == 2 and len(r.optimizer.param_groups) == 3
+    fit(r)
     assert not torch.equal(r.distiller.trainable_modules().state_dict()[K], after[K])
 
 
 def test_connectors_stay_fixed_after_a_warmup_as_in_the_reference(data, monkeypatch):
-    t = kd_trainer(data, monkeypatch, "--epochs", "2")
-    t.training(0)
-    warm = {k: v.clone() for k, v in t.distiller.trainable_modules().state_dict().items()}
-    t.training(1)
-    after = t.distiller.trainable_modules().state_dict()
+    t = kd_run(data, monkeypatch, "--epochs", "1")
+    init = {k: v.clone() for k, v in t.distiller.trainable_modules().state_dict().items()}
+    warm = fit(t).distiller.trainable_modules().state_dict()  # epoch 0: the warm-up
+    assert all(not torch.equal(init[k], warm[k]) for k in warm if k.endswith("0.weight"))
+    r = fit(kd_run(data, monkeypatch, "--epochs", "2", "--resume", f"{t.experiment_dir}/checkpoint.pth.tar"))
+    after = r.distiller.trainable_modules().state_dict()
     assert all(torch.equal(warm[k], after[k]) for k in warm if k.endswith("0.weight"))
 
 
@@ -67,7 +69,7 @@ def test_freeze_bn_keeps_batchnorm_affine_parameters_out_of_the_optimizer():
 
 
 def test_balanced_weight_caches_of_sbd_and_plain_pascal_never_collide(tmp_path):
-    from trainer import class_weights_cache
+    from training.build import class_weights_cache
 
     for root in (tmp_path, tmp_path / "not-writable-or-absent"):
         plain = class_weights_cache("pascal", False, str(root), str(tmp_path / "run"))
@@ -78,11 +80,11 @@ def test_balanced_weight_caches_of_sbd_and_plain_pascal_never_collide(tmp_path):
 
 def test_a_teacher_trained_at_another_output_stride_is_reported(data, monkeypatch, tmp_path, capsys):
     teacher = save_random_checkpoint(tmp_path / "os8.pth.tar", output_stride=8)
-    t = kd_trainer(data, monkeypatch, "--teacher_path", str(teacher), "--epochs", "1")
+    t = kd_run(data, monkeypatch, "--teacher_path", str(teacher), "--epochs", "1")
     assert "trained at output stride 8; it runs at the student's --out-stride 16" in capsys.readouterr().out
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        taps_t, taps_s = t.teacher.forward_features(x).taps, t.model.forward_features(x).taps
+        taps_t, taps_s = t.distiller.teacher.forward_features(x).taps, t.model.forward_features(x).taps
     assert all(taps_t[k].shape[2:] == taps_s[k].shape[2:] for k in taps_s)
 
 
@@ -108,13 +110,13 @@ def test_eval_flags_fill_in_what_a_checkpoint_does_not_record_and_never_contradi
     monkeypatch.setenv("ATTNFD_SYNTHETIC_ROOT", root)
     base = ["--checkpoint", str(teacher), "--dataset", "synthetic", "--crop-size", "32", "--workers", "0", "--no-cuda"]
     with pytest.raises(CheckpointError, match="records backbone resnet18; --backbone resnet101 contradicts it"):
-        evaluation.evaluate(evaluation.get_args_parser().parse_args([*base, "--backbone", "resnet101"]))
-    result = evaluation.evaluate(evaluation.get_args_parser().parse_args([*base, "--backbone", "resnet18"]))
+        evaluation.run(evaluation.get_args_parser().parse_args([*base, "--backbone", "resnet101"]))
+    result = evaluation.run(evaluation.get_args_parser().parse_args([*base, "--backbone", "resnet18"]))
     assert result["images"] == 2 and 0 <= result["mIoU"] <= 1
 
 
 def test_a_non_finite_loss_stops_the_run_naming_epoch_and_iteration_and_saves_nothing(data, monkeypatch, tmp_path):
-    from trainer import TrainingError
+    from training import TrainingError
 
     tmp, root, _ = data
     monkeypatch.setenv("ATTNFD_SYNTHETIC_ROOT", root)
@@ -122,7 +124,7 @@ def test_a_non_finite_loss_stops_the_run_naming_epoch_and_iteration_and_saves_no
         "--dataset", "synthetic", "--backbone", "mobilenet", "--base-size", "32", "--crop-size", "32",
         "--batch-size", "2", "--lr", "1e12", "--epochs", "3", "--workers", "0", "--no-pretrained", "--no-cuda",
         "--no-val", "--log-interval", "1", "--run-dir", str(tmp_path / "run")])
-    t = Trainer(finalize_args(args))
+    t = setup(resolve_args(args))
     with pytest.raises(TrainingError, match=r"non-finite loss at epoch \d+, iteration \d+"):
-        t.fit()
+        fit(t)
     assert not list((tmp_path / "run").rglob("checkpoint.pth.tar"))  # nothing saved after the last good state

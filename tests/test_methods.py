@@ -22,21 +22,22 @@ from distillation import (
     margin_from_bn,
     overhaul_loss,
     overhaul_partial_l2,
+    settings_from_args,
     skd_pairwise_loss,
 )
 from modeling import DeepLab
-from trainer import get_args_parser
+from training import get_args_parser
 
 PAPER = {"attn_lambda": "2", "kd_lambda": "1", "at_lambda": "1000", "overhaul_lambda": "1e-5", "cwd_lambda": "3",
          "dist_lambda": "1", "skd_lambda": "0.5"}
 
 
 def flags(*names, extra=()):
-    """train_kd.py args with exactly ``names`` (method names) on at their papers' weights."""
+    """The method settings of train_kd.py flags with exactly ``names`` (method names) on at their papers' weights."""
     argv = []
     for m in METHODS.values():
-        argv += [f"--{m.flag}", PAPER[m.flag] if m.name in names else "0"]
-    return get_args_parser(kd=True).parse_args(argv + list(extra))
+        argv += [f"--{m.hyper[0].flag}", PAPER[m.hyper[0].flag] if m.name in names else "0"]
+    return settings_from_args(get_args_parser(kd=True).parse_args(argv + list(extra)))
 
 
 # ---- known values on hand-built tensors -------------------------------------------------------------
@@ -178,7 +179,7 @@ def test_terms_keep_their_papers_ratio_to_this_codebases_batch_averaged_ce():
     torch.manual_seed(0)
     teacher = DeepLab(num_classes=3, backbone="resnet18")
     d = build_distiller(DeepLab(num_classes=3, backbone="mobilenet"), teacher,
-                        flags("attnfd", "kd", extra=["--no-teacher-train-mode"])).eval()
+                        flags("attnfd", "kd")).eval()
     x = torch.randn(4, 3, 48, 48)
     with torch.no_grad():
         _, terms = d(x)

@@ -37,5 +37,5 @@ def test_predict_folder_writes_palette_masks_and_overlays_and_refuses_bad_images
     p = subprocess.run([sys.executable, str(ROOT / "predict.py"), "--checkpoint", str(ckpt), "--input",
                         str(images / "*.jpg"), "--output", str(bad_out), "--no-cuda"],
                        capture_output=True, text=True, timeout=300)
-    assert p.returncode == 2 and "cannot read image" in p.stderr and "broken.jpg" in p.stderr
+    assert p.returncode == 2 and "unreadable image" in p.stderr and "broken.jpg" in p.stderr
     assert "Traceback" not in p.stderr and not bad_out.exists()  # nothing written

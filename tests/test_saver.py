@@ -31,11 +31,10 @@ def test_load_file_refuses_pickled_code_and_names_the_file(tmp_path):
 
 
 def test_model_best_is_the_best_over_experiments(tmp_path):
-    args = argparse.Namespace(dataset="pascal", checkname="x", run_dir=str(tmp_path), lr=0.1)
-    first = Saver(args)
-    first.save_experiment_config()
+    first = Saver(str(tmp_path), "pascal", "x")
+    first.save_experiment_config({"lr": 0.1, "dataset": "pascal"})
     first.save_checkpoint({"best_pred": 0.5, "tag": "first"}, is_best=True)
-    second = Saver(args)
+    second = Saver(str(tmp_path), "pascal", "x")
     assert second.experiment_dir.endswith("experiment_1")
     second.save_checkpoint({"best_pred": 0.4, "tag": "second"}, is_best=True)
     best = tmp_path / "pascal" / "x" / "model_best.pth.tar"

@@ -89,6 +89,11 @@ class Precision:
         return f"{name}{fmt} on {self.device}" + (" (this CPU has no native bf16: expect it slower)" if slow else "")
 
 
+def pick_device(no_cuda=False):
+    """The first CUDA device when there is one and ``no_cuda`` is not set, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() and not no_cuda else "cpu")
+
+
 def default_workers():
     """DataLoader workers per process: the CPUs this process may use, at most 8."""
     try:

@@ -1,4 +1,4 @@
-"""torch.distributed in one place: start-up from torchrun or SLURM, rank helpers, reductions, sharding.
+"""torch.distributed in one place: start-up from torchrun or SLURM, rank helpers, reductions, global-batch BatchNorm.
 
 ``python train.py ...`` runs one process; ``torchrun --nproc_per_node=N train.py ...`` (or ``srun`` under
 SLURM with MASTER_ADDR/MASTER_PORT exported) runs N, one per GPU (NCCL) or per CPU slot (gloo).
@@ -10,7 +10,6 @@ import os
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import Sampler
 
 
 def _env_ranks():
@@ -94,21 +93,6 @@ class _SumOverRanks(torch.autograd.Function):
 def global_batch(x):
     """Samples in the global batch of which ``x`` (B x ...) is this rank's part."""
     return x.shape[0] * world_size()
-
-
-class ShardSampler(Sampler):
-    """Indices ``rank::world_size`` of a dataset, in order and without padding, so that sharded evaluation
-    visits every sample exactly once (DistributedSampler pads with repeats, which would count twice)."""
-
-    def __init__(self, dataset, rank_=None, world=None):
-        self.n, self.rank = len(dataset), rank() if rank_ is None else rank_
-        self.world = world_size() if world is None else world
-
-    def __iter__(self):
-        return iter(range(self.rank, self.n, self.world))
-
-    def __len__(self):
-        return len(range(self.rank, self.n, self.world))
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):

@@ -17,7 +17,7 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names it."""
 
 
-def _atomic(path, write):
+def atomic_write(path, write):
     """Write ``path`` through ``write(tmp)`` on a temporary file in the same folder, then os.replace."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix="tmp-",
                                suffix="-" + os.path.basename(path))
@@ -31,11 +31,11 @@ def _atomic(path, write):
 
 
 def save_atomic(obj, path):
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def copy_atomic(src, dst):
-    _atomic(dst, lambda tmp: shutil.copyfile(src, tmp))
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def write_text_atomic(path, text):
@@ -43,7 +43,7 @@ def write_text_atomic(path, text):
         with open(tmp, "w") as f:
             f.write(text)
 
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def load_file(path, flag="--resume"):
@@ -66,9 +66,11 @@ def experiment_id(path):
 
 
 class Saver:
-    def __init__(self, args, experiment_dir=None):
-        self.args = args
-        self.directory = os.path.join(getattr(args, "run_dir", "run"), args.dataset, args.checkname)
+    """The run folder ``run_dir/dataset/checkname/experiment_<k>`` (a new k, or ``experiment_dir`` to continue
+    one), created and checked to be writable at once."""
+
+    def __init__(self, run_dir, dataset, checkname, experiment_dir=None):
+        self.directory = os.path.join(run_dir, dataset, checkname)
         self.runs = sorted(glob.glob(os.path.join(self.directory, "experiment_*")), key=experiment_id)
         if experiment_dir is None:
             run_id = experiment_id(self.runs[-1]) + 1 if self.runs else 0
@@ -109,7 +111,7 @@ class Saver:
             copy_atomic(path, os.path.join(self.directory, "model_best.pth.tar"))
         return path
 
-    def save_experiment_config(self):
-        with open(os.path.join(self.experiment_dir, "parameters.txt"), "w") as f:
-            for k, v in sorted(vars(self.args).items()):
-                f.write(f"{k}:{v}\n")
+    def save_experiment_config(self, config):
+        """parameters.txt: one ``key:value`` line per entry of ``config`` (the run's arguments), sorted."""
+        write_text_atomic(os.path.join(self.experiment_dir, "parameters.txt"),
+                          "".join(f"{k}:{v}\n" for k, v in sorted(config.items())))

@@ -4,15 +4,16 @@ import random
 import warnings
 
 import numpy as np
-import scipy.io
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
+
+from ..images import InputError, read_rgb
 
 IGNORE_INDEX = 255
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """Bad dataset input; the message names the file and the fix."""
 
 
@@ -28,20 +29,12 @@ def read_list(path, what, hint):
         return [line.strip() for line in f if line.strip()]
 
 
-def read_image(path):
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except FileNotFoundError:
-        raise DatasetError(f"image listed but absent: {path} (restore it or remove it from the split list)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DatasetError(f"unreadable image {path}: {e} (re-extract the dataset or drop the file)") from None
-
-
 def read_label(path):
     """Class indices from a palette/greyscale PNG, or an SBD ``cls/*.mat`` (GTcls.Segmentation)."""
     try:
         if path.endswith(".mat"):
+            import scipy.io  # SBD only: inference never needs scipy
+
             return np.asarray(scipy.io.loadmat(path)["GTcls"][0]["Segmentation"][0]).astype(np.uint8)
         with Image.open(path) as im:
             if im.mode not in ("P", "L", "I", "I;16"):
@@ -84,7 +77,8 @@ class SegmentationDataset(Dataset):
     def load(self, index):
         """The raw (H x W x 3 uint8 image, H x W uint8 label in [0, C) or 255) of sample ``index``."""
         image_path, label_path = self.pairs[index]
-        image, label = read_image(image_path), read_label(label_path)
+        image = read_rgb(image_path, "re-extract the dataset or drop the file", DatasetError)
+        label = read_label(label_path)
         if image.shape[:2] != label.shape[:2]:
             raise DatasetError(f"label {label_path} is {label.shape[1]}x{label.shape[0]} but image {image_path} is "
                                f"{image.shape[1]}x{image.shape[0]} (W x H); they must match")

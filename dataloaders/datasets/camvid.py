@@ -12,13 +12,17 @@ import os
 import numpy as np
 
 from .base import DatasetError, SegmentationDataset, read_list, require_dir
+from .registry import register_dataset
 
 CAMVID_CLASSES = ("sky", "building", "pole", "road", "sidewalk", "tree", "sign", "fence", "car", "pedestrian",
                   "bicyclist")
 LABEL_MAP = np.full(256, 255, dtype=np.uint8)
 LABEL_MAP[: len(CAMVID_CLASSES)] = np.arange(len(CAMVID_CLASSES))
+COLORS = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (0, 0, 192), (128, 128, 0),
+          (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192))
 
 
+@register_dataset("camvid", classes=CAMVID_CLASSES, colors=COLORS, mask_fill=255, epochs=200, lr=0.01)
 def camvid_dataset(root, split, transform):
     require_dir(root, "camvid root", "edit mypath.py or set ATTNFD_CAMVID_ROOT")
     list_file = os.path.join(root, f"{split}.txt")

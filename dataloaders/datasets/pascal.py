@@ -7,7 +7,10 @@ SBD:  <root>/dataset/{img/<id>.jpg, cls/<id>.mat, train.txt, val.txt}  (root = b
 """
 import os
 
+from mypath import Path
+
 from .base import DatasetError, SegmentationDataset, read_list, require_dir
+from .registry import register_dataset
 
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -54,13 +57,27 @@ def find_voc_root(root):
     return root
 
 
-def voc_dataset(root, split, transform, use_sbd=False, sbd_root=None, name="pascal"):
-    """VOC ``split``; with ``use_sbd`` the train set is VOC train + SBD train+val minus VOC val."""
+def voc_class_names(root):
+    """``classes.txt`` of the VOC root the dataset reads, else the 21 VOC classes."""
+    return read_class_names(find_voc_root(root), VOC_CLASSES)
+
+
+@register_dataset("pascal", classes=voc_class_names, colors=None, mask_fill=0, epochs=50, lr=0.007,
+                  options=("use_sbd",))
+def voc_dataset(root, split, transform, use_sbd=False, name="pascal"):
+    """VOC ``split``; with ``use_sbd`` the train set is VOC train + SBD train+val minus VOC val (SBD root:
+    ``mypath`` ``sbd`` / ATTNFD_SBD_ROOT)."""
     root = find_voc_root(root)
     classes = read_class_names(root, VOC_CLASSES)
     ids = voc_ids(root, split, name)
     pairs = voc_pairs(root, ids)
     if use_sbd and split == "train":
         excluded = set(voc_ids(root, "val", name)) | set(ids)
-        pairs += [p for i, p in sbd_pairs(sbd_root).items() if i not in excluded]
+        pairs += [p for i, p in sbd_pairs(Path.db_root_dir("sbd")).items() if i not in excluded]
     return SegmentationDataset(pairs, len(classes), transform, name=f"{name}:{split}")
+
+
+@register_dataset("synthetic", classes=voc_class_names, colors=None, mask_fill=0, epochs=10, lr=0.01)
+def synthetic_dataset(root, split, transform):
+    """The dataset ``python -m dataloaders.synthetic`` writes, in the VOC layout (its classes.txt)."""
+    return voc_dataset(root, split, transform, name="synthetic")

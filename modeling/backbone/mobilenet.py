@@ -10,12 +10,13 @@ from torchvision.models import mobilenet_v2 as tv_mobilenet_v2
 
 from ..cbam import CBAM
 from ..imagenet import init_conv_bn, load_imagenet
+from .base import Backbone, register_backbone
 
 STAGES = ((0, 4), (4, 7), (7, 14), (14, 18))
 
 
-class MobileNetV2(nn.Module):
-    stage_relu = False
+class MobileNetV2(Backbone):
+    stage_relu = False  # linear bottlenecks: the stage outputs carry no ReLU
 
     def __init__(self, output_stride=16):
         super().__init__()
@@ -53,6 +54,7 @@ class MobileNetV2(nn.Module):
         return stages
 
 
+@register_backbone("mobilenet")
 def mobilenet_v2(output_stride=16, pretrained=False):
     model = MobileNetV2(output_stride)
     if pretrained:

@@ -14,6 +14,7 @@ from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weig
 from ..cbam import CBAM
 from ..imagenet import init_conv_bn, load_imagenet
 from ..layers import AtrousConv2d
+from .base import Backbone, register_backbone
 
 
 class BasicBlock(nn.Module):
@@ -58,10 +59,9 @@ class Bottleneck(nn.Module):
 STRIDES = {16: ((1, 2, 2, 1), (1, 1, 1, 2)), 8: ((1, 2, 1, 1), (1, 1, 2, 4))}
 
 
-class ResNet(nn.Module):
-    """``forward(x)`` returns the four pre-ReLU stage outputs (layer1..layer4)."""
-
-    stage_relu = True  # low-level = ReLU(stage 1), high-level = ReLU(stage 4)
+class ResNet(Backbone):
+    """``forward(x)`` returns the four pre-ReLU stage outputs (layer1..layer4); low-level = ReLU(stage 1),
+    high-level = ReLU(stage 4)."""
 
     def __init__(self, block, layers, output_stride=16, multi_grid=None):
         super().__init__()
@@ -110,7 +110,8 @@ class ResNet(nn.Module):
         return stages
 
 
-def _build(block, layers, weights, multi_grid=None):
+def _register(name, block, layers, weights, multi_grid=None):
+    @register_backbone(name)
     def builder(output_stride=16, pretrained=False):
         model = ResNet(block, layers, output_stride, multi_grid)
         if pretrained:
@@ -119,7 +120,7 @@ def _build(block, layers, weights, multi_grid=None):
     return builder
 
 
-resnet18 = _build(BasicBlock, (2, 2, 2, 2), ResNet18_Weights.IMAGENET1K_V1)
-resnet34 = _build(BasicBlock, (3, 4, 6, 3), ResNet34_Weights.IMAGENET1K_V1)
-resnet50 = _build(Bottleneck, (3, 4, 6, 3), ResNet50_Weights.IMAGENET1K_V1, multi_grid=(1, 2, 4))
-resnet101 = _build(Bottleneck, (3, 4, 23, 3), ResNet101_Weights.IMAGENET1K_V1, multi_grid=(1, 2, 4))
+resnet18 = _register("resnet18", BasicBlock, (2, 2, 2, 2), ResNet18_Weights.IMAGENET1K_V1)
+resnet34 = _register("resnet34", BasicBlock, (3, 4, 6, 3), ResNet34_Weights.IMAGENET1K_V1)
+resnet50 = _register("resnet50", Bottleneck, (3, 4, 6, 3), ResNet50_Weights.IMAGENET1K_V1, multi_grid=(1, 2, 4))
+resnet101 = _register("resnet101", Bottleneck, (3, 4, 23, 3), ResNet101_Weights.IMAGENET1K_V1, multi_grid=(1, 2, 4))

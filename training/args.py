@@ -1,0 +1,130 @@
+"""The flags of train.py / train_kd.py and the reference's rules for the ones left out (``resolve_args``)."""
+import argparse
+import os
+import sys
+
+from dataloaders import DATASETS, get_dataset
+from distillation import add_args as add_distillation_args
+from modeling.backbone import BACKBONES
+from utils.cli import ArgumentParser, UsageError, number
+from utils.device import default_workers
+
+DEFAULT_TEACHER = "pretrained/teacher-pascal.pth.tar"  # the reference's default path
+count, positive = number(int, 0), number(int, 1)
+
+
+def get_args_parser(kd=False):
+    p = ArgumentParser(description="AttnFD: DeepLabV3+ " + ("distillation" if kd else "training"))
+    p.add_argument("--backbone", default="resnet18" if kd else "resnet101", choices=sorted(BACKBONES))
+    p.add_argument("--out-stride", type=int, default=16, choices=[8, 16], help="network output stride")
+    p.add_argument("--dataset", default="pascal", choices=list(DATASETS))
+    p.add_argument("--use-sbd", action="store_true", help="add SBD train+val (minus VOC val) to Pascal train")
+    p.add_argument("--workers", type=count, default=default_workers(), metavar="N",
+                   help="dataloader worker processes (default: this machine's CPUs, at most 8)")
+    p.add_argument("--base-size", type=positive, default=513, help="base image size of the random scale")
+    p.add_argument("--crop-size", type=positive, default=513, help="train crop; val short side")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="BatchNorm statistics over the global batch under torchrun (nn.SyncBatchNorm on GPUs, "
+                        "an all-reduce BatchNorm on CPU); no effect in one process")
+    p.add_argument("--freeze-bn", action="store_true", help="keep BatchNorm statistics and affine fixed")
+    p.add_argument("--loss-type", default="ce", choices=["ce", "focal"])
+    p.add_argument("--epochs", type=positive, default=None, metavar="N",
+                   help="default per dataset: " + str({n: s.epochs for n, s in DATASETS.items()}))
+    p.add_argument("--start_epoch", "--start-epoch", dest="start_epoch", type=count, default=0, metavar="N")
+    p.add_argument("--batch-size", type=positive, default=None, metavar="N",
+                   help="the global batch, split evenly across torchrun processes (default 6 per GPU), so the "
+                        "default lr rule and every loss are those of one process with this batch")
+    p.add_argument("--test-batch-size", type=positive, default=None, metavar="N",
+                   help="accepted for compatibility and ignored: validation uses batch 1 since image sizes differ")
+    p.add_argument("--use-balanced-weights", action="store_true", help="class-balanced CE weights (cached .npy)")
+    p.add_argument("--lr", type=number(float, 0, low_open=True), default=None, metavar="LR",
+                   help="default {dataset lr} / 6 * batch size: " + str({n: s.lr for n, s in DATASETS.items()}))
+    p.add_argument("--lr-scheduler", default="poly", choices=["poly", "step", "cos"])
+    p.add_argument("--lr-step", type=positive, default=None,
+                   help="epochs per 10x decay for --lr-scheduler step (default epochs // 3)")
+    p.add_argument("--momentum", type=number(float, 0, 1), default=0.9, metavar="M")
+    p.add_argument("--weight-decay", type=number(float, 0), default=5e-4, metavar="M")
+    p.add_argument("--nesterov", action="store_true")
+    p.add_argument("--no-cuda", action="store_true", help="run on the CPU even if CUDA is available")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision: bf16 autocast on Ampere+ GPUs and bf16-capable CPUs, fp16 + GradScaler on "
+                        "older GPUs; weights, losses and checkpoints stay fp32")
+    p.add_argument("--amp-dtype", default="auto", choices=["auto", "bf16", "fp16"], help="override --amp's choice")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convolutions with --amp)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training forward (slow first epoch; pays off on long GPU runs)")
+    p.add_argument("--gpu-ids", default="0",
+                   help="the GPU of a single-process run; several GPUs: torchrun --nproc_per_node=N (README)")
+    p.add_argument("--seed", type=count, default=1, metavar="S")
+    p.add_argument("--resume", default=None,
+                   help="checkpoint to resume from: weights, optimizer(s), epoch and iteration, RNG states; on CPU the "
+                        "resumed run ends with the same weights as an uninterrupted one")
+    p.add_argument("--save-every", type=count, default=0, metavar="N",
+                   help="also write the checkpoint every N iterations (atomically), so a killed run loses at most N "
+                        "steps; 0: at the end of each epoch only")
+    p.add_argument("--checkname", default=None, help="run name (default deeplab-<backbone> / attnfd-<backbone>)")
+    p.add_argument("--ft", action="store_true", help="fine-tune: load --resume weights only, start at epoch 0")
+    p.add_argument("--eval-interval", type=positive, default=1, help="validate every N epochs")
+    p.add_argument("--log-interval", type=positive, default=10, metavar="N",
+                   help="write per-iteration losses to tensorboard every N iterations (one device sync each)")
+    p.add_argument("--no-val", action="store_true", help="skip validation")
+    p.add_argument("--no-pretrained", action="store_true", help="do not load ImageNet weights into the backbone")
+    p.add_argument("--attention-in-path", action="store_true",
+                   help="put CBAM in the forward path at the three taps, so its weights train (teacher option)")
+    p.add_argument("--full-res-val", action="store_true", help="validate at original resolution (no resize)")
+    p.add_argument("--run-dir", default="run", help="root of run/<dataset>/<checkname>/experiment_<k>")
+    if kd:
+        add_distillation_flags(p)
+    return p
+
+
+def add_distillation_flags(p):
+    p.add_argument("--teacher_path", "--teacher-path", dest="teacher_path", default=DEFAULT_TEACHER)
+    p.add_argument("--teacher-backbone", default="resnet101", choices=sorted(BACKBONES),
+                   help="used when the teacher checkpoint does not record its backbone")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="skip the epoch-0 connector warm-up (AttnFD, Overhaul); connectors then train with the student")
+    p.add_argument("--teacher-train-mode", action=argparse.BooleanOptionalAction, default=None,
+                   help="teacher in train mode (batch-statistics BN, decoder dropout), still without autograd; "
+                        "--no-teacher-train-mode freezes it in eval mode. Default: train mode when AttnFD or "
+                        "Overhaul is on (their references; for AttnFD the README study supports it), else eval")
+    p.add_argument("--distill-aspp-dropout", action="store_true",
+                   help="keep the ASPP Dropout(0.5) in the distillation forward (the reference's extract_feature "
+                        "skips it for teacher and student; plain train.py keeps it)")
+    p.add_argument("--student-cbam-mlp", default="train", choices=["train", "frozen"],
+                   help="the student's CBAM channel-gate MLP (Linear layers): trained with its part, or frozen "
+                        "at init as in the reference, whose optimizer collects only Conv2d/BN parameters")
+    add_distillation_args(p)  # each method's weight flag (0 = off) and its hyperparameters
+
+
+def resolve_args(args, kd=False, world=1, cuda=False, gpu_count=0):
+    """A copy of ``args`` with the reference's defaults filled in, for ``world`` processes; UsageError (one line)
+    for impossible values.  A pure function: epochs and lr from the dataset (lr = dataset lr / 6 x batch,
+    the batch defaulting to 6 per GPU), checkname from the backbone, ``gpu_ids`` as a list."""
+    a = argparse.Namespace(**vars(args))
+    a.kd, a.cuda = kd, cuda
+    try:
+        a.gpu_ids = [int(s) for s in str(a.gpu_ids).split(",")] if a.gpu_ids != "" else [0]
+    except ValueError:
+        raise UsageError(f"--gpu-ids must be a comma-separated list of integers, got {a.gpu_ids!r}") from None
+    if len(a.gpu_ids) > 1 and world == 1:
+        raise UsageError(f"--gpu-ids {','.join(map(str, a.gpu_ids))}: several GPUs run as one process each: "
+                         f"torchrun --nproc_per_node={len(a.gpu_ids)} {os.path.basename(sys.argv[0])} ... "
+                         "(CUDA_VISIBLE_DEVICES picks the GPUs)")
+    absent = [g for g in a.gpu_ids if g >= gpu_count]
+    if world == 1 and not a.no_cuda and absent and a.gpu_ids != [0]:
+        raise UsageError(f"--gpu-ids {','.join(map(str, absent))}: this machine has {gpu_count} GPU(s) (ids from 0); "
+                         "pick one of them or pass --no-cuda")
+    n_gpu = world if cuda else 1
+    spec = get_dataset(a.dataset)
+    a.epochs = spec.epochs if a.epochs is None else a.epochs
+    a.batch_size = 6 * n_gpu if a.batch_size is None else a.batch_size
+    a.lr = spec.lr / (6 * n_gpu) * a.batch_size if a.lr is None else a.lr
+    a.checkname = a.checkname or ("attnfd-" if kd else "deeplab-") + a.backbone
+    if a.crop_size < 2 * a.out_stride:
+        raise UsageError(f"--crop-size {a.crop_size} is too small for --out-stride {a.out_stride}: the deepest "
+                         f"features would be under 2x2; use at least {2 * a.out_stride}")
+    if a.batch_size % world:
+        raise UsageError(f"--batch-size {a.batch_size} is the global batch and must split evenly across {world} "
+                         "processes")
+    return a

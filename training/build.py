@@ -1,0 +1,90 @@
+"""Builders of what a training run is made of; each takes the values it uses."""
+import os
+import random
+
+import numpy as np
+import torch
+
+from utils import distributed
+from utils.calculate_weights import calculate_weights_labels
+from utils.inference import load_model
+from utils.saver import CheckpointError
+
+from .args import DEFAULT_TEACHER
+
+TEACHER_URL = "https://drive.google.com/file/d/1_TM1p38Ev-e-P68YUQGMo7YpkK_-AUFq/view?usp=sharing"
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def sgd(params, **kwargs):
+    """torch.optim.SGD with the multi-tensor (foreach) update, also on CPU where it is not the default:
+    the same update, a few kernels for all parameters instead of several per tensor (ResNet-101 step at
+    64 px: -14%).  Not ``fused=True``: in torch 2.14 fused SGD fails on a parameter whose first gradient
+    comes after the others' (TypeError on its missing momentum buffer) and goes NaN on CPU under the fp16
+    GradScaler."""
+    return torch.optim.SGD(params, foreach=True, **kwargs)
+
+
+def load_teacher(path, num_classes, out_stride, default_backbone="resnet101"):
+    """The frozen teacher from ``--teacher_path``, built at the student's output stride (so their taps align,
+    as the reference does).  Returns ``(teacher, recorded args, CBAM keys its checkpoint lacked)``."""
+    if path == DEFAULT_TEACHER and not os.path.isfile(path):
+        raise CheckpointError(f"--teacher_path: no teacher at {DEFAULT_TEACHER}; download the AttnFD release's "
+                              f"ResNet-101 DeepLabV3+ Pascal VOC checkpoint ({TEACHER_URL}, linked from "
+                              f"github.com/AmirMansurian/AttnFD) and save it as {DEFAULT_TEACHER} (see "
+                              f"pretrained/README.md), or give --teacher_path a teacher of your own")
+    return load_model(path, "--teacher_path", num_classes=num_classes, default_backbone=default_backbone,
+                      run_stride=out_stride)
+
+
+def build_optimizers(model, distiller, lr, momentum, weight_decay, nesterov, cbam_mlp=True, warmup=True):
+    """The main SGD (backbone at ``lr``, ASPP + decoder at 10x, and the methods' modules that train with the
+    student) and, when a method warms up its modules in epoch 0 and ``warmup`` is on, their own SGD for that
+    epoch (the AttnFD and Overhaul references; same schedule).  Returns ``(optimizer, warmup_optimizer)``."""
+    options = dict(momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    groups = model.param_groups(lr, attention_mlp=cbam_mlp)
+    warmup = distiller is not None and warmup and distiller.has_warmup
+    if distiller is not None:  # the methods' modules that train with the student (all of them without warm-up)
+        groups += distiller.param_groups(lr, "student") + ([] if warmup else distiller.param_groups(lr, "late"))
+    optimizer = sgd(groups, lr=lr, **options)
+    return optimizer, sgd(distiller.param_groups(lr, "warmup"), lr=lr, **options) if warmup else None
+
+
+def join_student_optimizer(optimizer, distiller, lr):
+    """The warm-up-only modules (AttnFD's connectors) join the main optimizer, once: for a run with no warm-up
+    epoch in it and no trained connectors to resume (the reference would leave them random for good)."""
+    present = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    for group in distiller.param_groups(lr, "late"):
+        if id(group["params"][0]) not in present:
+            optimizer.add_param_group(group)
+
+
+def class_weights_cache(dataset, use_sbd, root, run_dir):
+    """Where the balanced CE weights are cached: beside the dataset, or in the run root when that is not
+    writable; SBD-augmented and plain weights never share a file."""
+    name = f"{dataset}{'_sbd' if use_sbd else ''}_classes_weights.npy"
+    return os.path.join(root if os.access(os.path.abspath(root), os.W_OK) else run_dir, name)
+
+
+def class_weights(train_set, num_classes, cache):
+    """The reference's balanced CE weights; rank 0 computes and caches them, then the other ranks read them."""
+    if distributed.rank() != 0:
+        distributed.barrier()
+    weight = torch.from_numpy(calculate_weights_labels(train_set, num_classes, cache)).float()
+    if distributed.rank() == 0:
+        distributed.barrier()
+    return weight
+
+
+def for_training(net, world, device, compile_=False):
+    """What a training step calls: ``net`` under DDP with several processes (``device``'s GPU, or gloo on CPU),
+    then torch.compile'd when asked."""
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True)
+    return torch.compile(net) if compile_ else net

@@ -1,0 +1,160 @@
+"""The training loop: one step, one epoch, and what a validation writes.  Free functions of what they use."""
+import contextlib
+import math
+import os
+import signal
+import threading
+import time
+
+import torch
+from tqdm import tqdm
+
+from utils.device import fp32
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (a non-finite loss); the message says where and what to try."""
+
+
+class NullWriter:
+    """The tensorboard writer of ranks other than 0: they write nothing."""
+
+    def add_scalar(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+
+class StopRequest:
+    """SIGINT/SIGTERM while ``installed()``: finish the step in flight, save, exit (a second one acts at once)."""
+
+    def __init__(self, log=print):
+        self.signal, self.log = None, log
+
+    def __call__(self, signum, frame):
+        self.signal = signal.Signals(signum)
+        signal.signal(signum, signal.SIG_DFL)
+        self.log(f"\n{self.signal.name}: finishing this step, then saving (again to stop at once)")
+
+    def exit(self, message):
+        self.log(f"Stopped by {self.signal.name} {message}")
+        raise SystemExit(128 + self.signal.value)
+
+    @contextlib.contextmanager
+    def installed(self):
+        """Within: SIGINT and SIGTERM call this object (in the main thread; elsewhere signals stay as they are)."""
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            handlers = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+
+def train_step(net, criterion, optimizer, precision, image, target, sync_grads=(), **kwargs):
+    """One optimisation step of a model (``net(image) -> logits``) or a distiller (``-> (logits, terms)``).
+
+    The forward runs under ``precision``'s autocast; the CE and every distillation term are fp32 and are
+    losses of the global batch (identical on every rank).  ``sync_grads``: parameters whose gradients are
+    averaged over ranks by hand, for a ``net`` not wrapped in DDP (the warm-up epoch).
+    Returns the detached loss values to log, without a host sync.
+    """
+    with precision.autocast():
+        out = net(image, **kwargs)
+    logits, terms = out if isinstance(out, tuple) else (out, {})
+    terms = {k: fp32(v) for k, v in terms.items()}
+    ce = criterion(fp32(logits), target)
+    distill = sum(terms.values())
+    loss = ce + distill
+    optimizer.zero_grad(set_to_none=True)
+    precision.backward_step(loss, optimizer, sync_grads)
+    logged = {"total_loss_iter": loss, "ce": ce, **terms}
+    if terms:
+        logged["distill/total"] = distill
+    return {k: v.detach() for k, v in logged.items()}
+
+
+def train_one_epoch(net, loader, criterion, optimizer, schedule, precision, epoch, start=0, partial=None,
+                    warmup=None, sync_grads=(), log_interval=10, save_every=0, writer=None, show=True,
+                    stop=None, save=None, log=print):
+    """Epoch ``epoch`` from iteration ``start`` (a resumed epoch; ``partial``: the (totals, steps) of its first
+    part).  ``warmup``: None for a model, else the distiller's warm-up flag.  Every ``log_interval`` steps the
+    losses are read back once (a NaN or inf stops the run) and written to ``writer``; every ``save_every``
+    steps, and when ``stop`` has caught a signal, ``save(iteration, partial) -> path`` writes a checkpoint.
+    Returns the epoch's mean losses, images/s (of all processes) and the share of time spent waiting for data.
+    """
+    loader.sampler.set_epoch(epoch, start)
+    iters, batch = schedule.iters_per_epoch, loader.batch_size * loader.sampler.world
+    writer = writer or NullWriter()
+    net.train()
+    totals, n = (dict(partial[0]), partial[1]) if partial else ({}, 0)
+    pending, data_wait, done = [], 0.0, 0
+    begin = tick = time.perf_counter()
+    bar = tqdm(loader, desc="Train", dynamic_ncols=True, disable=not show)
+    kwargs = {} if warmup is None else {"warmup": warmup}
+    for i, sample in enumerate(bar, start):
+        data_wait += time.perf_counter() - tick
+        lr = schedule(optimizer, i, epoch)
+        image = precision.images(sample["image"])
+        target = sample["label"].to(precision.device, non_blocking=True)
+        pending.append((epoch, i, lr, train_step(net, criterion, optimizer, precision, image, target, sync_grads,
+                                                 **kwargs)))
+        n, done = n + 1, done + 1
+        last = i == iters - 1
+        stopping = stop is not None and stop.signal is not None
+        checkpoint = (save_every and (i + 1) % save_every == 0 or stopping) and not last
+        if len(pending) == log_interval or last or checkpoint:
+            flush(pending, totals, writer, iters)  # the one host sync every --log-interval steps
+            pending = []
+            bar.set_description(f"Train loss: {totals['total_loss_iter'] / n:.3f}" + (" (warm-up)" if warmup else ""))
+        if checkpoint:
+            path = save(i + 1, (totals, n))
+            if stopping:
+                stop.exit(f"at epoch {epoch}, iteration {i + 1}; checkpoint {path}. Resume with: --resume {path}")
+        tick = time.perf_counter()
+    seconds = time.perf_counter() - begin
+    means = {k: v / max(n, 1) for k, v in totals.items()}
+    means["images_per_s"] = done * batch / seconds
+    means["data_wait"] = data_wait / seconds
+    writer.add_scalar("train/total_loss_epoch", means.get("total_loss_iter", 0.0), epoch)
+    writer.add_scalar("train/images_per_s", means["images_per_s"], epoch)
+    log(f"[Epoch: {epoch}, numImages: {n * batch:5d}] Loss: {totals.get('total_loss_iter', 0.0):.3f}"
+        f" ({means['images_per_s']:.1f} images/s, {100 * means['data_wait']:.0f}% waiting for data)"
+        + (" (warm-up: connectors only)" if warmup else ""))
+    return means
+
+
+def flush(pending, totals, writer, iters_per_epoch):
+    """Add the ``pending`` steps' losses to ``totals`` and the writer.  Losses are global-batch values, the same
+    on every rank, so every rank sees a non-finite one and stops."""
+    values = torch.stack([torch.stack(list(logged.values())) for *_, logged in pending]).tolist()
+    for (epoch, i, lr, logged), row in zip(pending, values):
+        if not all(math.isfinite(v) for v in row):
+            raise TrainingError(f"non-finite loss at epoch {epoch}, iteration {i} "
+                                f"({', '.join(f'{k}={v}' for k, v in zip(logged, row))}); nothing was saved after "
+                                f"the last good checkpoint; try a lower --lr, or drop --amp-dtype fp16")
+        step = epoch * iters_per_epoch + i
+        for k, v in zip(logged, row):
+            totals[k] = totals.get(k, 0.0) + v
+            writer.add_scalar(f"train/{k}", v, step)
+        writer.add_scalar("train/lr", lr, step)
+
+
+def log_validation(evaluation, epoch, class_names, writer, summary, dataset, vis_dir):
+    """Print a validation, write its scalars to tensorboard and its first images as a PNG grid under ``vis_dir``."""
+    r = evaluation.metrics
+    for k in ("mIoU", "Acc", "Acc_class", "fwIoU"):
+        writer.add_scalar(f"val/{k}", r[k], epoch)
+    writer.add_scalar("val/total_loss_epoch", r["loss"], epoch)
+    for name, iou in zip(class_names, r["IoU"]):
+        if iou is not None:
+            writer.add_scalar(f"val/IoU/{name}", iou, epoch)
+    if evaluation.first is not None:
+        summary.visualize_image(writer, dataset, *evaluation.first, epoch, png_dir=os.path.join(vis_dir, "vis"))
+    print(f"Validation: [Epoch: {epoch}, numImages: {evaluation.images:5d}]")
+    print(f"Acc:{r['Acc']:.4f}, Acc_class:{r['Acc_class']:.4f}, mIoU:{r['mIoU']:.4f}, fwIoU: {r['fwIoU']:.4f}")
+    print("Per-class IoU: " + ", ".join(f"{c}={'n/a' if v is None else f'{v:.3f}'}"
+                                       for c, v in zip(class_names, r["IoU"])))

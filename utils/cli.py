@@ -1,0 +1,63 @@
+"""What every command-line script shares: one-line argparse errors, value ranges checked by argparse, and
+one way to turn a known error into ``error: <one line>`` with exit status 2 (never a traceback)."""
+import argparse
+import contextlib
+import math
+import sys
+
+
+class UsageError(ValueError):
+    """A flag value or combination that cannot run; the message names the flag and what to do."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block): 'error: ... (see --help)', exit 2; --help shows
+    the defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def number(kind=float, low=None, high=None, low_open=False):
+    """An argparse ``type``: ``kind`` (int or float) within [low, high] (``low_open``: above ``low``); NaN and
+    infinities are refused.  ``number(int, 1)`` is a positive integer."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") \
+                from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if low is not None and (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f"{text} must be {'above' if low_open else 'at least'} {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{text} must be at most {high}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def one_line(e):
+    """The last meaningful line of an error (DataLoader workers wrap the original in a traceback)."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    line = lines[-1] if lines else type(e).__name__
+    for prefix in ("dataloaders.datasets.base.DatasetError: ", "DatasetError: "):
+        line = line.removeprefix(prefix)
+    return line
+
+
+@contextlib.contextmanager
+def one_line_errors(*errors, where=""):
+    """Within: an error of the classes ``errors`` (and ``UsageError``) prints ``error: <one line><where>`` on
+    stderr and exits with status 2; ``where``: a string, or a function giving one at that time."""
+    try:
+        yield
+    except (UsageError, *errors) as e:
+        print(f"error: {one_line(e)}{where() if callable(where) else where}", file=sys.stderr)
+        sys.exit(2)
