@@ -22,7 +22,7 @@ import torchvision.transforms.v2.functional as TF  # noqa: E402
 from dataloaders.images import InputError, read_rgb  # noqa: E402
 from distillation import resolve_teacher_attention  # noqa: E402
 from modeling import CBAM, TAPS  # noqa: E402
-from utils.cli import ArgumentParser, number, one_line_errors  # noqa: E402
+from utils.cli import ArgumentParser, cli_main, number  # noqa: E402
 from utils.device import pick_device  # noqa: E402
 from utils.inference import list_images, load_model, to_input  # noqa: E402
 from utils.saver import CheckpointError  # noqa: E402
@@ -112,9 +112,7 @@ def run(args):
     return written
 
 
-def main(args):
-    with one_line_errors(CheckpointError, InputError):
-        return run(args)
+main = cli_main(run, CheckpointError, InputError)  # one-line errors, exit status 2
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from dataloaders import DATASETS, build_dataset, class_names
 from dataloaders.images import InputError
 from dataloaders.utils import denormalize, get_palette
 from modeling.backbone import BACKBONES
-from utils.cli import ArgumentParser, number, one_line_errors
+from utils.cli import ArgumentParser, cli_main, number
 from utils.device import Precision, pick_device
 from utils.inference import evaluate, load_model, write_mask, write_overlay
 from utils.saver import CheckpointError, write_text_atomic
@@ -75,9 +75,7 @@ def run(args):
     return result
 
 
-def main(args):
-    with one_line_errors(InputError, CheckpointError):
-        return run(args)
+main = cli_main(run, InputError, CheckpointError)  # one-line errors, exit status 2
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from dataloaders import DATASETS
 from dataloaders.images import InputError, read_rgb
 from dataloaders.utils import get_palette
 from modeling.backbone import BACKBONES
-from utils.cli import ArgumentParser, number, one_line_errors
+from utils.cli import ArgumentParser, cli_main, number
 from utils.device import Precision, pick_device
 from utils.inference import list_images, load_model, predict, to_input, write_mask, write_overlay
 from utils.saver import CheckpointError
@@ -69,9 +69,7 @@ def run(args):
     return written
 
 
-def main(args):
-    with one_line_errors(InputError, CheckpointError):
-        return run(args)
+main = cli_main(run, InputError, CheckpointError)  # one-line errors, exit status 2
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from . import attnfd, kd, at, overhaul, cwd, dist, skd  # noqa: F401
 # isort: on
 from .at import AT, at_loss
 from .attnfd import AttnFD, attnfd_loss, build_connector, resolve_teacher_attention
-from .base import METHODS, Hyper, Method, register_method
+from .base import METHODS, Hyper, LogitsMethod, Method, register_method
 from .cwd import CWD, cwd_loss
 from .dist import DIST, dist_loss
 from .distiller import Distiller, build_distiller, teacher_train_mode
@@ -30,7 +30,7 @@ def settings_from_args(args):
     return {name: v for name, v in values.items() if v[METHODS[name].hyper[0].name] != 0}
 
 
-__all__ = ["AT", "AttnFD", "CWD", "DIST", "Distiller", "Hyper", "KD", "METHODS", "Method", "Overhaul", "SKD",
-           "add_args", "at_loss", "attnfd_loss", "build_connector", "build_distiller", "cwd_loss", "dist_loss",
+__all__ = ["AT", "AttnFD", "CWD", "DIST", "Distiller", "Hyper", "KD", "LogitsMethod", "METHODS", "Method", "Overhaul",
+           "SKD", "add_args", "at_loss", "attnfd_loss", "build_connector", "build_distiller", "cwd_loss", "dist_loss",
            "kd_loss", "margin_from_bn", "overhaul_loss", "overhaul_partial_l2", "register_method",
            "resolve_teacher_attention", "settings_from_args", "skd_pairwise_loss", "teacher_train_mode"]

@@ -105,6 +105,19 @@ class Method(nn.Module):
         raise NotImplementedError
 
 
+class LogitsMethod(Method):
+    """A method whose term is ``loss(student logits, teacher logits, *the other hyperparameters in order)``."""
+    teacher_needs = frozenset({"logits"})
+
+    @staticmethod
+    def loss(s_logits, t_logits, *hyper):
+        raise NotImplementedError
+
+    def forward(self, student, teacher, warmup=False):
+        others = [getattr(self, h.name) for h in self.hyper[1:]]
+        return {self.name: self.weight * self.loss(student.logits, teacher.logits, *others)}
+
+
 def register_method(cls):
     """Class decorator: ``cls`` becomes available as ``METHODS[cls.name]`` and gets its flags in train_kd.py."""
     if cls.name in METHODS:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from utils.device import fp32
 
-from .base import Hyper, Method, global_mean, register_method
+from .base import Hyper, LogitsMethod, global_mean, register_method
 
 
 def cwd_loss(s_logits, t_logits, temperature=4.0):
@@ -19,11 +19,11 @@ def cwd_loss(s_logits, t_logits, temperature=4.0):
 
 
 @register_method
-class CWD(Method):
+class CWD(LogitsMethod):
+    """Shu et al., ICCV 2021: a distribution over the pixels per class channel, at the logits (the paper's
+    segmentation setting; CIRKD's too)."""
     name, title = "cwd", "CWD"
     hyper = (Hyper("weight", "cwd_lambda", 0.0, "CWD weight (paper: 3); 0 = off", paper=3.0, low=0),
              Hyper("temperature", "cwd_T", 4.0, "CWD temperature (paper: 4)", low=0, low_open=True))
-    teacher_needs = frozenset({"logits"})
 
-    def forward(self, student, teacher, warmup=False):
-        return {"cwd": self.weight * cwd_loss(student.logits, teacher.logits, self.temperature)}
+    loss = staticmethod(cwd_loss)

@@ -8,7 +8,7 @@ Under DDP the intra-class Pearson runs over the pixels of the global batch, from
 from utils.device import fp32
 from utils.distributed import global_batch, sum_over_ranks
 
-from .base import Hyper, Method, register_method
+from .base import Hyper, LogitsMethod, register_method
 
 EPS = 1e-8
 
@@ -32,14 +32,11 @@ def dist_loss(s_logits, t_logits, beta=1.0, gamma=1.0, temperature=1.0):
 
 
 @register_method
-class DIST(Method):
+class DIST(LogitsMethod):
     name, title = "dist", "DIST"
     hyper = (Hyper("weight", "dist_lambda", 0.0, "DIST weight (its segmentation code: 1); 0 = off", paper=1.0, low=0),
              Hyper("beta", "dist_beta", 1.0, "DIST inter-class weight", low=0),
              Hyper("gamma", "dist_gamma", 1.0, "DIST intra-class weight", low=0),
              Hyper("temperature", "dist_T", 1.0, "DIST temperature", low=0, low_open=True))
-    teacher_needs = frozenset({"logits"})
 
-    def forward(self, student, teacher, warmup=False):
-        loss = dist_loss(student.logits, teacher.logits, self.beta, self.gamma, self.temperature)
-        return {"dist": self.weight * loss}
+    loss = staticmethod(dist_loss)

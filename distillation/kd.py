@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from utils.device import fp32
 
-from .base import Hyper, Method, global_mean, register_method
+from .base import Hyper, LogitsMethod, global_mean, register_method
 
 
 def kd_loss(s_logits, t_logits, temperature=1.0):
@@ -19,11 +19,10 @@ def kd_loss(s_logits, t_logits, temperature=1.0):
 
 
 @register_method
-class KD(Method):
+class KD(LogitsMethod):
+    """Hinton et al. 2015, per pixel; CIRKD's setting."""
     name, title = "kd", "KD"
     hyper = (Hyper("weight", "kd_lambda", 0.0, "KD weight (CIRKD: 1); 0 = off", paper=1.0, low=0),
              Hyper("temperature", "kd_T", 1.0, "KD temperature (CIRKD: 1)", low=0, low_open=True))
-    teacher_needs = frozenset({"logits"})
 
-    def forward(self, student, teacher, warmup=False):
-        return {"kd": self.weight * kd_loss(student.logits, teacher.logits, self.temperature)}
+    loss = staticmethod(kd_loss)

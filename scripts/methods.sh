@@ -3,18 +3,9 @@
 # every other weight 0), same data, schedule and seeds, on the study's easy synthetic task.
 #   bash scripts/methods.sh [OUT]        (OUT defaults to study/; reuses the study's data and teacher)
 # CPU: about 65 minutes on 2 cores for 5 seeds (plus the teacher, ~25 min, if scripts/study.sh has not made it).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-OUT=${1:-study}
-JOBS=${JOBS:-2}
-SEEDS=${SEEDS:-"1 2 3 4 5"}
-COMMON="--dataset synthetic --base-size 64 --crop-size 64 --batch-size 4 --lr 0.05 --workers 0 --no-pretrained"
-root=$OUT/data/easy/VOC2012
-[ -f "$root/ImageSets/Segmentation/val.txt" ] || \
-  python -m dataloaders.synthetic --out "$OUT/data/easy" --difficulty easy --n-train 160 --n-val 40 --size 64 --seed 0
-T=$OUT/teachers/synthetic/teacher-easy/experiment_0/checkpoint.pth.tar
-[ -f "$T" ] || ATTNFD_SYNTHETIC_ROOT=$root python train.py --backbone resnet101 --epochs 30 --eval-interval 5 \
-  --seed 1 --run-dir "$OUT/teachers" --checkname teacher-easy $COMMON --workers 1
+# shellcheck source=scripts/tasks.sh
+source "$(dirname "$0")/tasks.sh" "$@"
+task easy
 KD="train_kd.py --teacher_path $T --attn_lambda 0"
 # shellcheck disable=SC2086
 ATTNFD_SYNTHETIC_ROOT=$root python sweep.py --out "$OUT/methods" --jobs "$JOBS" --seeds $SEEDS \

@@ -10,7 +10,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 REFERENCE = ROOT / "tests" / "reference"  # copy of the published checkpoint key sets (keys, shapes)
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+THREADS = min(2, os.cpu_count() or 1)
+torch.set_num_threads(THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    """Tests that compare against 1-thread worker processes set 1 thread; the next test gets them back."""
+    yield
+    torch.set_num_threads(THREADS)
 
 
 def reference_state_dict(backbone, seed=0, drop_attention=False):

@@ -82,6 +82,12 @@ def test_teacher_baseline_distillation_resume_and_eval(work):
     assert ck["epoch"] == 2 and len(ck["history"]) == 2 and ck["optimizer"]["state"]
     assert not (runs / "deeplab-resnet18" / "experiment_1").exists()
     baseline = ck["state_dict"]
+    # eval.py reports for that checkpoint exactly what the trainer logged for its last epoch
+    run("eval.py", "--checkpoint", str(exp / "checkpoint.pth.tar"), "--dataset", "synthetic", "--crop-size", "48",
+        "--json", str(tmp / "baseline.json"), "--workers", "0", "--no-cuda", env=env, cwd=tmp)
+    logged, evaluated = ck["history"][-1]["val"], json.loads((tmp / "baseline.json").read_text())
+    assert evaluated["mIoU"] == logged["mIoU"] and list(evaluated["IoU"].values()) == logged["IoU"]
+    assert evaluated["Acc"] == logged["Acc"] and evaluated["fwIoU"] == logged["fwIoU"]
 
     # distillation: warm-up epoch only, starting from the baseline's weights (--ft)
     teacher_path = str(runs / "teacher" / "model_best.pth.tar")

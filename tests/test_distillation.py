@@ -118,17 +118,6 @@ def test_teacher_train_mode_reproduces_the_reference_drift():
     before = teacher.backbone.bn1.running_mean.clone()
     d(torch.randn(2, 3, 48, 48))
     assert teacher.training and not torch.equal(teacher.backbone.bn1.running_mean, before)
-    assert all(p.grad is None for p in teacher.parameters())
-
-
-def test_warmup_trains_only_the_connectors():
-    student, teacher = tiny_pair()
-    d = attnfd(student, teacher).train()
-    logits, terms = d(torch.randn(2, 3, 48, 48), warmup=True)
-    assert not logits.requires_grad
-    sum(terms.values()).backward()
-    assert all(p.grad is None for p in student.parameters())
-    assert all(p.grad is not None for p in d.trainable_modules().parameters())
 
 
 def count_calls(module):
@@ -165,7 +154,6 @@ def test_frozen_student_cbam_mlp_leaves_the_linear_layers_out_as_the_reference()
     full, frozen = ids(student.param_groups(0.1)), ids(student.param_groups(0.1, attention_mlp=False))
     assert mlp and mlp <= full and not (mlp & frozen)
     assert spatial <= frozen and full - frozen == mlp
-    assert len(full) == sum(1 for p in student.parameters())
 
 
 def test_build_distiller_from_flags():

@@ -168,6 +168,7 @@ def test_warmup_runs_only_the_methods_that_warm_up_and_freezes_the_student():
     assert {k.split("/")[0] for k in terms} == {"attnfd", "overhaul"} and not logits.requires_grad
     sum(terms.values()).backward()
     assert all(p.grad is None for p in student.parameters())
+    assert all(p.grad is not None for p in d.trainable_modules().parameters())
     groups = {ph: [(g["name"], g["lr"]) for g in d.param_groups(0.1, ph)] for ph in ("warmup", "student", "late")}
     assert groups == {"warmup": [("attnfd", 0.1), ("overhaul", 1.0)], "student": [("overhaul", 1.0)],
                       "late": [("attnfd", 0.1)]}

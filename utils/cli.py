@@ -61,3 +61,11 @@ def one_line_errors(*errors, where=""):
     except (UsageError, *errors) as e:
         print(f"error: {one_line(e)}{where() if callable(where) else where}", file=sys.stderr)
         sys.exit(2)
+
+
+def cli_main(run, *errors):
+    """``main(args)`` of a CLI: ``run(args)`` with the errors ``errors`` (and UsageError) as one line, exit 2."""
+    def main(args):
+        with one_line_errors(*errors):
+            return run(args)
+    return main
