@@ -14,7 +14,6 @@ so a sweep in progress can be read (``--report-only`` rewrites them from the fin
 training).  A finished run is skipped when the same command is run again; a failed run is reported
 as failed and retried.
 """
-import argparse
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from tqdm import tqdm
 
+from utils.cli import ArgumentParser, UsageError, number, one_line_errors
 from utils.saver import write_text_atomic
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -38,17 +38,16 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description="Runs x seeds -> results table. Usage: python sweep.py --out DIR --seeds 1 2 3 "
-                    "--run NAME \"SCRIPT ARGS\" [--run ...] -- COMMON ARGS",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "--run NAME \"SCRIPT ARGS\" [--run ...] -- COMMON ARGS")
     p.add_argument("--out", required=True, help="sweep folder (runs, logs, results.*)")
-    p.add_argument("--seeds", type=int, nargs="+", required=True)
+    p.add_argument("--seeds", type=number(int, 0), nargs="+", required=True)
     p.add_argument("--run", nargs=2, action="append", required=True, metavar=("NAME", "SCRIPT ARGS"),
                    help="a row of the table: a name and 'train.py ...' or 'train_kd.py ...'; the first is the "
                         "reference the others are compared with")
-    p.add_argument("--jobs", type=int, default=1, help="trainings at once (they share the GPU, or split the CPU "
-                                                       "threads when OMP_NUM_THREADS is not set)")
+    p.add_argument("--jobs", type=number(int, 1), default=1,
+                   help="trainings at once (they share a GPU, or split the CPU threads unless OMP_NUM_THREADS is set)")
     p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     p.add_argument("--report-only", action="store_true",
                    help="write the tables from the runs that already finished; train nothing")
@@ -66,20 +65,18 @@ def parse(argv=None):
     names = [n for n, _ in args.run]
     for name, command in args.run:
         if not NAME.match(name):
-            raise SystemExit(f"error: --run name {name!r}: use letters, digits and . _ + - (it names a folder)")
+            raise UsageError(f"--run name {name!r}: use letters, digits and . _ + - (it names a folder)")
         words = shlex.split(command)
         if not words or os.path.basename(words[0]) not in SCRIPTS:
-            raise SystemExit(f"error: --run {name}: the command must start with train.py or train_kd.py, "
+            raise UsageError(f"--run {name}: the command must start with train.py or train_kd.py, "
                              f"got {command!r}")
     if len(set(names)) != len(names):
-        raise SystemExit("error: --run names must be unique")
+        raise UsageError("--run names must be unique")
     if len(set(args.seeds)) != len(args.seeds):
-        raise SystemExit("error: --seeds must be unique")
+        raise UsageError("--seeds must be unique")
     for flag in RESERVED:
         if any(w == flag or w.startswith(flag + "=") for _, c in args.run for w in shlex.split(c) + common):
-            raise SystemExit(f"error: {flag} is set by sweep.py for each run; remove it from the run/common args")
-    if args.jobs < 1:
-        raise SystemExit("error: --jobs must be at least 1")
+            raise UsageError(f"{flag} is set by sweep.py for each run; remove it from the run/common args")
     return args
 
 
@@ -265,5 +262,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    result = main(parse())
+    with one_line_errors():
+        args = parse()
+    result = main(args)
     sys.exit(1 if result and result["failed"] else 0)

@@ -13,7 +13,6 @@ passes (CUDA: synchronised), in fp32 and under ``--amp`` autocast (bf16 where na
 ``--onnxruntime`` adds the latency of the model exported by export.py, run by onnxruntime on the CPU
 with as many threads as torch (needs ``pip install -r requirements-export.txt``).
 """
-import argparse
 import json
 import os
 import statistics
@@ -28,13 +27,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from modeling import DeepLab, num_params  # noqa: E402
 from modeling.backbone import BACKBONES  # noqa: E402
+from utils.cli import ArgumentParser  # noqa: E402
 from utils.device import Precision  # noqa: E402
 from utils.export import export_onnx  # noqa: E402
 from utils.inference import load_model  # noqa: E402
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["resnet101", "resnet18", "mobilenet"],
                    help="backbone names and/or checkpoint files")
     p.add_argument("--size", type=int, default=513, help="square input size")

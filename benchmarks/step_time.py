@@ -25,6 +25,7 @@ sys.path.insert(0, ROOT)
 from distillation import AttnFD, Distiller  # noqa: E402
 from modeling import DeepLab  # noqa: E402
 from training import sgd, train_step  # noqa: E402
+from utils.cli import ArgumentParser  # noqa: E402
 from utils.device import Precision  # noqa: E402
 from utils.loss import SegmentationLosses  # noqa: E402
 
@@ -32,7 +33,7 @@ PHASES = ("student", "teacher", "kd")
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--student", default="resnet18")
     p.add_argument("--teacher", default="resnet101")
     p.add_argument("--crop", type=int, default=513)

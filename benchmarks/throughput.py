@@ -9,7 +9,6 @@ data-loading bottleneck shows.  Nothing here measures accuracy.
 python benchmarks/throughput.py                                  # CUDA if available; fp32 and --amp --channels-last
 python benchmarks/throughput.py --images 24 --batch-size 4 --no-cuda --json throughput.json
 """
-import argparse
 import glob
 import json
 import os
@@ -23,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from dataloaders.synthetic import generate  # noqa: E402
 from modeling import DeepLab  # noqa: E402
+from utils.cli import ArgumentParser  # noqa: E402
 from utils.device import default_workers  # noqa: E402
 from utils.saver import save_atomic  # noqa: E402
 
@@ -30,7 +30,7 @@ SETTINGS = {"fp32": [], "amp+channels_last": ["--amp", "--channels-last"]}
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=513, help="image side and crop")
     p.add_argument("--images", type=int, default=None, help="train images (default 96 on CUDA, 24 on CPU)")
     p.add_argument("--batch-size", type=int, default=6)

@@ -10,12 +10,13 @@ texture of the region the ring stands on.  Objects occlude each other; colour al
 shape and context take capacity and training time.
 Seeded: the same arguments give the same files.
 """
-import argparse
 import os
 
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
+
+from utils.cli import ArgumentParser, number
 
 from .utils import voc_palette
 
@@ -114,12 +115,12 @@ def generate(out, n_train=160, n_val=40, size=64, seed=0, difficulty="easy"):
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description="Write the synthetic dataset in Pascal VOC format")
+    p = ArgumentParser(description="Write the synthetic dataset in Pascal VOC format")
     p.add_argument("--out", default="data/synthetic", help="output folder (the VOC root is <out>/VOC2012)")
-    p.add_argument("--n-train", type=int, default=160)
-    p.add_argument("--n-val", type=int, default=40)
-    p.add_argument("--size", type=int, default=64, help="image side in pixels")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=number(int, 1), default=160)
+    p.add_argument("--n-val", type=number(int, 1), default=40)
+    p.add_argument("--size", type=number(int, 16), default=64, help="image side in pixels")
+    p.add_argument("--seed", type=number(int, 0), default=0)
     p.add_argument("--difficulty", default="easy", choices=sorted(DIFFICULTIES),
                    help="easy: the demo's task; hard: smaller, more crowded objects")
     return p

@@ -111,5 +111,7 @@ def test_table_paired_differences_wins_and_failures():
     (["--out", "o", "--seeds", "1", "--run", "a", "train.py", "--run", "a", "train_kd.py"], "names must be unique"),
 ])
 def test_sweep_rejects_bad_grids(argv, message):
-    with pytest.raises(SystemExit, match=message):
+    from utils.cli import UsageError
+
+    with pytest.raises(UsageError, match=message):
         sweep.parse(argv)
