@@ -22,7 +22,7 @@ import torchvision.transforms.v2.functional as TF  # noqa: E402
 from dataloaders.images import InputError, read_rgb  # noqa: E402
 from distillation import resolve_teacher_attention  # noqa: E402
 from modeling import CBAM, TAPS  # noqa: E402
-from utils.cli import ArgumentParser, cli_main, number  # noqa: E402
+from utils.cli import ArgumentParser, check_output_dir, cli_main, number  # noqa: E402
 from utils.device import pick_device  # noqa: E402
 from utils.inference import list_images, load_model, to_input  # noqa: E402
 from utils.saver import CheckpointError  # noqa: E402
@@ -81,6 +81,7 @@ def draw(path, image, teacher, student, names):
 def run(args):
     device = pick_device(args.no_cuda)
     images = list_images(args.input)
+    check_output_dir("--output", args.output, [("--input", p) for p in images])
     student, s_args, _ = load_model(args.student, "--student")
     teacher, t_args, missing = load_model(args.teacher, "--teacher")
     if not s_args.get("kd", False):

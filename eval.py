@@ -12,7 +12,7 @@ from dataloaders import DATASETS, build_dataset, class_names
 from dataloaders.images import InputError
 from dataloaders.utils import denormalize, get_palette
 from modeling.backbone import BACKBONES
-from utils.cli import ArgumentParser, cli_main, number
+from utils.cli import ArgumentParser, check_output_dir, check_output_file, cli_main, number
 from utils.device import Precision, pick_device
 from utils.inference import evaluate, load_model, write_mask, write_overlay
 from utils.saver import CheckpointError, write_text_atomic
@@ -43,6 +43,12 @@ def get_args_parser():
 
 def run(args):
     dataset = build_dataset(args.dataset, args.split, args.crop_size, args.crop_size, full_res=args.full_res)
+    inputs = [("--checkpoint", args.checkpoint)] + [(f"--dataset {args.dataset}", f) for pair in dataset.pairs
+                                                    for f in pair]
+    if args.json:
+        check_output_file("--json", args.json, inputs)
+    if args.save_vis:
+        check_output_dir("--save-vis", args.save_vis, inputs[1:])
     model, _, _ = load_model(args.checkpoint, "--checkpoint", args.backbone, args.out_stride, dataset.num_classes)
     precision = Precision(pick_device(args.no_cuda), args.amp, channels_last=args.channels_last)
     precision.prepare(model).eval()

@@ -15,7 +15,7 @@ import os
 import sys
 
 from modeling.backbone import BACKBONES
-from utils.cli import ArgumentParser, number, one_line_errors
+from utils.cli import ArgumentParser, check_output_file, number, one_line_errors
 from utils.export import FORMATS, ExportError, export, parity
 from utils.inference import load_model
 from utils.saver import CheckpointError
@@ -38,15 +38,9 @@ def get_args_parser():
     return p
 
 
-def check_output(output):
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise ExportError(f"--output {output}: folder {folder} does not exist (create it first)")
-
-
 def main(args):
     with one_line_errors(CheckpointError, ExportError):
-        check_output(args.output)  # before the (slow) model load
+        check_output_file("--output", args.output, [("--checkpoint", args.checkpoint)])  # before the model load
         model, _, _ = load_model(args.checkpoint, "--checkpoint", args.backbone, args.out_stride)
         export(model, args.format, args.output, args.opset)
         print(f"Wrote {args.output} ({args.format}, DeepLab({model.backbone_name}), {model.num_classes} classes, "

@@ -16,7 +16,7 @@ from dataloaders import DATASETS
 from dataloaders.images import InputError, read_rgb
 from dataloaders.utils import get_palette
 from modeling.backbone import BACKBONES
-from utils.cli import ArgumentParser, cli_main, number
+from utils.cli import ArgumentParser, check_output_dir, cli_main, number
 from utils.device import Precision, pick_device
 from utils.inference import list_images, load_model, predict, to_input, write_mask, write_overlay
 from utils.saver import CheckpointError
@@ -43,6 +43,7 @@ def get_args_parser():
 
 def run(args):
     paths = list_images(args.input)
+    check_output_dir("--output", args.output, [("--input", p) for p in paths])
     images = {p: read_rgb(p) for p in paths}  # every image is checked before anything is written
     model, _, _ = load_model(args.checkpoint, "--checkpoint", args.backbone, args.out_stride)
     precision = Precision(pick_device(args.no_cuda), args.amp)

@@ -14,6 +14,13 @@ def read_rgb(path, hint="convert it to JPEG/PNG or remove it", error=InputError)
     ``hint`` otherwise."""
     try:
         with Image.open(path) as im:
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale: convert("RGB") would clip to white
+                grey = np.asarray(im, dtype=np.int64)
+                if grey.min() < 0 or grey.max() > 65535:
+                    raise ValueError(f"32-bit integer image with values {grey.min()}..{grey.max()}")
+                return np.repeat((grey >> 8).astype(np.uint8)[..., None], 3, axis=2)
+            if im.mode == "F":
+                raise ValueError("32-bit float image; save it as 8- or 16-bit")
             return np.array(im.convert("RGB"))
     except FileNotFoundError:
         raise error(f"image absent: {path} ({hint})") from None

@@ -250,12 +250,14 @@ def test_train_kd_defaults_are_the_ones_the_study_chose():
     (["--dataset", "camvid", "--batch-size", "3"], True, 1, False,
      dict(epochs=200, lr=0.005, checkname="attnfd-resnet18")),
     (["--lr", "0.02", "--epochs", "7"], False, 1, False, dict(epochs=7, lr=0.02)),
-    ([], False, 4, True, dict(batch_size=24, lr=0.007)),          # 6 per GPU; the lr rule is per GPU batch of 6
-    (["--batch-size", "8"], False, 4, True, dict(batch_size=8, lr=0.007 / 24 * 8)),
+    # README: the rule is that of one process with the global batch, whatever the number of processes
+    ([], False, 4, True, dict(batch_size=24, lr=0.028)),           # 6 per GPU
+    (["--batch-size", "8"], False, 4, True, dict(batch_size=8, lr=0.007 / 6 * 8)),  # the README's torchrun example
+    (["--batch-size", "8"], False, 2, False, dict(batch_size=8, lr=0.007 / 6 * 8)),
     ([], False, 2, False, dict(batch_size=6, lr=0.007)),           # CPU processes split one batch of 6
 ])
 def test_resolve_args_applies_the_reference_rules(argv, kd, world, cuda, expected):
-    """Epochs and lr per dataset, lr = dataset lr / (6 x GPUs) x batch, checkname from the backbone; a pure
+    """Epochs and lr per dataset, lr = dataset lr / 6 x global batch, checkname from the backbone; a pure
     function of the flags and the world size: the parsed namespace is left as it was."""
     from training import get_args_parser, resolve_args
 

@@ -114,3 +114,63 @@ def test_sigterm_finishes_the_step_saves_and_says_how_to_resume(setup):
                                      "--resume", checkpoints(run_dir)[-1]),
                              env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0 and "Resumed" in resumed.stdout
+
+
+def start_ranks(argv, env, port):
+    """The 2 processes torchrun would start (its environment variables), each with its own exit status."""
+    return [subprocess.Popen([sys.executable, str(ROOT / "train.py"), *argv], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             env=dict(env, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                                      MASTER_PORT=str(port)))
+            for r in range(2)]
+
+
+def finish(ranks):
+    outs = [p.communicate(timeout=600) for p in ranks]
+    return [p.returncode for p in ranks], outs
+
+
+def test_sigterm_to_one_of_two_ranks_saves_stops_both_and_resumes_exactly(setup):
+    """SIGTERM reaches one rank only (a scheduler, a user): the ranks agree at the next logging point, rank 0
+    saves, both exit with 143, and --resume on 2 processes ends with the uninterrupted run's weights."""
+    import socket
+
+    tmp, _, env = setup
+    root = generate(tmp / "ddp-data", n_train=16, n_val=2, size=40, seed=0)
+    env = dict(env, ATTNFD_SYNTHETIC_ROOT=root)
+
+    def argv(run_dir, *extra):
+        return ["--dataset", "synthetic", "--backbone", "mobilenet", "--base-size", "40", "--crop-size", "32",
+                "--batch-size", "4", "--epochs", "3", "--lr", "0.05", "--workers", "0", "--no-pretrained", "--no-cuda",
+                "--log-interval", "1", "--run-dir", str(run_dir), "--checkname", "ddp", *extra]
+
+    def port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def last(run_dir):
+        return glob.glob(str(run_dir / "synthetic" / "ddp" / "experiment_*" / "checkpoint.pth.tar"))
+
+    codes, outs = finish(start_ranks(argv(tmp / "ddp-straight"), env, port()))
+    assert codes == [0, 0], outs[0][1][-2000:]
+    reference = torch.load(last(tmp / "ddp-straight")[0], weights_only=True)
+    assert len(reference["rng_per_rank"]) == 2  # each rank's own dropout stream is kept
+
+    ranks = start_ranks(argv(tmp / "ddp-stop"), env, port())
+    for _ in range(1200):  # until the first epoch's checkpoint exists: training is under way
+        if last(tmp / "ddp-stop"):
+            break
+        time.sleep(0.05)
+    ranks[1].send_signal(signal.SIGTERM)
+    codes, outs = finish(ranks)
+    assert codes == [128 + signal.SIGTERM] * 2, [err[-1500:] for _, err in outs]
+    assert "Stopped by SIGTERM" in outs[0][0] and not any("Traceback" in err for _, err in outs)
+    stopped = torch.load(last(tmp / "ddp-stop")[0], weights_only=True)
+    assert (stopped["epoch"], stopped["iteration"]) != (3, 0)
+    codes, outs = finish(start_ranks(argv(tmp / "ddp-stop", "--resume", last(tmp / "ddp-stop")[0]), env, port()))
+    assert codes == [0, 0], outs[0][1][-2000:]
+    resumed = torch.load(last(tmp / "ddp-stop")[0], weights_only=True)
+    for k, v in reference["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][k], v), k
+    assert [h["val"]["mIoU"] for h in resumed["history"]] == [h["val"]["mIoU"] for h in reference["history"]]

@@ -29,13 +29,29 @@ def toy_batch(n=4, size=32, classes=3, seed=0):
     return x, y
 
 
-def test_amp_dtype_choice():
+def test_amp_dtype_choice(monkeypatch):
+    """The one mock here: the hardware capability queries, to see the choice on hardware this machine is not."""
+    import utils.device as device
+
     assert amp_dtype(CPU, False) is None
-    assert amp_dtype(CPU, True) == torch.bfloat16
     assert amp_dtype(CPU, True, "fp16") == torch.float16
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert amp_dtype(CPU, True) == torch.bfloat16
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    assert amp_dtype(CPU, True) is None and amp_dtype(CPU, True, "bf16") == torch.bfloat16
+    assert "no native bf16, so fp32" in Precision(CPU, True).describe()
+    gpu = torch.device("cuda")
+    queried = []
+    for native in (True, False):  # a GPU whose bf16 is only emulated (V100, T4) gets fp16 + GradScaler
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                            lambda including_emulation=True, native=native: queried.append(including_emulation)
+                            or native)
+        assert amp_dtype(gpu, True) == (torch.bfloat16 if native else torch.float16)
+    assert queried == [False, False]
+    monkeypatch.undo()
     p = Precision(CPU, True, "fp16")
-    assert p.scaler.is_enabled() and not Precision(CPU, True).scaler.is_enabled()
-    assert "fp32" in Precision(CPU).describe() and "bf16" in Precision(CPU, True).describe()
+    assert p.scaler.is_enabled() and not Precision(CPU, True, "bf16").scaler.is_enabled()
+    assert "fp32" in Precision(CPU).describe() and "bf16" in Precision(CPU, True, "bf16").describe()
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])

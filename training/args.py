@@ -38,7 +38,7 @@ def get_args_parser(kd=False):
                    help="accepted for compatibility and ignored: validation uses batch 1 since image sizes differ")
     p.add_argument("--use-balanced-weights", action="store_true", help="class-balanced CE weights (cached .npy)")
     p.add_argument("--lr", type=number(float, 0, low_open=True), default=None, metavar="LR",
-                   help="default {dataset lr} / 6 * batch size: " + str({n: s.lr for n, s in DATASETS.items()}))
+                   help="default {dataset lr} / 6 * global batch: " + str({n: s.lr for n, s in DATASETS.items()}))
     p.add_argument("--lr-scheduler", default="poly", choices=["poly", "step", "cos"])
     p.add_argument("--lr-step", type=positive, default=None,
                    help="epochs per 10x decay for --lr-scheduler step (default epochs // 3)")
@@ -99,8 +99,11 @@ def add_distillation_flags(p):
 
 def resolve_args(args, kd=False, world=1, cuda=False, gpu_count=0):
     """A copy of ``args`` with the reference's defaults filled in, for ``world`` processes; UsageError (one line)
-    for impossible values.  A pure function: epochs and lr from the dataset (lr = dataset lr / 6 x batch,
-    the batch defaulting to 6 per GPU), checkname from the backbone, ``gpu_ids`` as a list."""
+    for impossible values.  A pure function: epochs and lr from the dataset, checkname from the backbone,
+    ``gpu_ids`` as a list.  The batch defaults to 6 per GPU; lr = dataset lr / 6 x the *global* batch, whatever
+    the number of processes: the losses are those of the global batch, so N processes then train exactly as one
+    process with that batch (the reference divides by its GPU count instead, which gives a 4-GPU run of
+    batch 8 a third of the lr a 1-GPU run of batch 8 gets)."""
     a = argparse.Namespace(**vars(args))
     a.kd, a.cuda = kd, cuda
     try:
@@ -115,11 +118,10 @@ def resolve_args(args, kd=False, world=1, cuda=False, gpu_count=0):
     if world == 1 and not a.no_cuda and absent and a.gpu_ids != [0]:
         raise UsageError(f"--gpu-ids {','.join(map(str, absent))}: this machine has {gpu_count} GPU(s) (ids from 0); "
                          "pick one of them or pass --no-cuda")
-    n_gpu = world if cuda else 1
     spec = get_dataset(a.dataset)
     a.epochs = spec.epochs if a.epochs is None else a.epochs
-    a.batch_size = 6 * n_gpu if a.batch_size is None else a.batch_size
-    a.lr = spec.lr / (6 * n_gpu) * a.batch_size if a.lr is None else a.lr
+    a.batch_size = 6 * (world if cuda else 1) if a.batch_size is None else a.batch_size
+    a.lr = spec.lr / 6 * a.batch_size if a.lr is None else a.lr
     a.checkname = a.checkname or ("attnfd-" if kd else "deeplab-") + a.backbone
     if a.crop_size < 2 * a.out_stride:
         raise UsageError(f"--crop-size {a.crop_size} is too small for --out-stride {a.out_stride}: the deepest "

@@ -55,6 +55,16 @@ def build_optimizers(model, distiller, lr, momentum, weight_decay, nesterov, cba
     return optimizer, sgd(distiller.param_groups(lr, "warmup"), lr=lr, **options) if warmup else None
 
 
+def freeze_untrained(net, *optimizers):
+    """``requires_grad_(False)`` on every parameter of ``net`` that none of ``optimizers`` holds (the student's CBAM
+    MLP under ``--student-cbam-mlp frozen``, BatchNorm affine under ``--freeze-bn``, AttnFD's connectors after
+    their warm-up): no gradient is computed, all-reduced or accumulated for them."""
+    held = {id(p) for opt in optimizers for g in opt.param_groups for p in g["params"]}
+    for p in net.parameters():
+        if id(p) not in held:
+            p.requires_grad_(False)
+
+
 def join_student_optimizer(optimizer, distiller, lr):
     """The warm-up-only modules (AttnFD's connectors) join the main optimizer, once: for a run with no warm-up
     epoch in it and no trained connectors to resume (the reference would leave them random for good)."""

@@ -9,6 +9,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from utils import distributed
 from utils.device import fp32
 
 
@@ -27,10 +28,19 @@ class NullWriter:
 
 
 class StopRequest:
-    """SIGINT/SIGTERM while ``installed()``: finish the step in flight, save, exit (a second one acts at once)."""
+    """SIGINT/SIGTERM while ``installed()``: finish the step in flight, save, exit (a second one acts at once).
+    Under torchrun a signal reaches the ranks at different times, or only one of them: ``agreed()`` is where they
+    decide together, so that all save the same step and all exit with 128 + the signal."""
 
-    def __init__(self, log=print):
-        self.signal, self.log = None, log
+    def __init__(self, log=print, device="cpu"):
+        self.signal, self.log, self.device = None, log, device
+
+    def agreed(self):
+        """The signal any rank has caught, or None (a collective: every rank calls it at the same points)."""
+        value = distributed.max_over_ranks(self.signal.value if self.signal else 0, self.device)
+        if value and self.signal is None:
+            self.signal = signal.Signals(value)
+        return self.signal if value else None
 
     def __call__(self, signum, frame):
         self.signal = signal.Signals(signum)
@@ -83,7 +93,8 @@ def train_one_epoch(net, loader, criterion, optimizer, schedule, precision, epoc
     """Epoch ``epoch`` from iteration ``start`` (a resumed epoch; ``partial``: the (totals, steps) of its first
     part).  ``warmup``: None for a model, else the distiller's warm-up flag.  Every ``log_interval`` steps the
     losses are read back once (a NaN or inf stops the run) and written to ``writer``; every ``save_every``
-    steps, and when ``stop`` has caught a signal, ``save(iteration, partial) -> path`` writes a checkpoint.
+    steps, and when a rank has caught a signal (``stop``, agreed at those points), ``save(iteration, partial) ->
+    path`` writes a checkpoint (at the epoch's last iteration too: the resumed run then validates the epoch).
     Returns the epoch's mean losses, images/s (of all processes) and the share of time spent waiting for data.
     """
     loader.sampler.set_epoch(epoch, start)
@@ -104,16 +115,17 @@ def train_one_epoch(net, loader, criterion, optimizer, schedule, precision, epoc
                                                  **kwargs)))
         n, done = n + 1, done + 1
         last = i == iters - 1
-        stopping = stop is not None and stop.signal is not None
-        checkpoint = (save_every and (i + 1) % save_every == 0 or stopping) and not last
-        if len(pending) == log_interval or last or checkpoint:
+        every = save_every and (i + 1) % save_every == 0 and not last
+        alone_stopping = stop is not None and stop.signal is not None and distributed.world_size() == 1
+        if len(pending) == log_interval or last or every or alone_stopping:  # the same iterations on every rank
             flush(pending, totals, writer, iters)  # the one host sync every --log-interval steps
             pending = []
             bar.set_description(f"Train loss: {totals['total_loss_iter'] / n:.3f}" + (" (warm-up)" if warmup else ""))
-        if checkpoint:
-            path = save(i + 1, (totals, n))
-            if stopping:
-                stop.exit(f"at epoch {epoch}, iteration {i + 1}; checkpoint {path}. Resume with: --resume {path}")
+            stopping = stop is not None and stop.agreed() is not None
+            if every or stopping:
+                path = save(i + 1, (totals, n))
+                if stopping:
+                    stop.exit(f"at epoch {epoch}, iteration {i + 1}; checkpoint {path}. Resume with: --resume {path}")
         tick = time.perf_counter()
     seconds = time.perf_counter() - begin
     means = {k: v / max(n, 1) for k, v in totals.items()}

@@ -29,7 +29,7 @@ from utils.summaries import TensorboardSummary
 from . import build
 from .args import resolve_args
 from .loop import NullWriter, StopRequest, TrainingError, log_validation, train_one_epoch
-from .state import RunState, make_checkpoint, resume, set_rng_state
+from .state import RunState, get_rng_state, make_checkpoint, resume, set_rng_state
 
 
 @dataclass
@@ -63,11 +63,14 @@ def main(args, kd=False):
     cuda = not args.no_cuda and torch.cuda.is_available()
     distributed.init(cuda)
     where = lambda: f" (rank {distributed.rank()})" if distributed.world_size() > 1 else ""  # noqa: E731
+    run = None
     try:  # torchrun stops the other ranks when one exits with an error
         with one_line_errors(InputError, CheckpointError, MissingWeightsError, TrainingError, where=where):
             run = setup(resolve_args(args, kd, distributed.world_size(), cuda, torch.cuda.device_count()))
             return fit(run)
     finally:
+        if run is not None and run.saver is not None:
+            run.saver.discard()  # only when no checkpoint was written: nothing half-made stays behind
         distributed.cleanup()
 
 
@@ -114,8 +117,13 @@ def setup(args):
     join = lambda: build.join_student_optimizer(optimizer, distiller, args.lr)  # noqa: E731
     connectors_loaded = False
     if checkpoint is not None:
-        run.state, connectors_loaded = resume(checkpoint, args.resume, model, args.dataset, args.ft, optimizer,
-                                              warmup_optimizer, distiller, precision.scaler, join)
+        run.state, connectors_loaded, missing = resume(
+            checkpoint, args.resume, model, args.dataset, args.ft, optimizer, warmup_optimizer, distiller,
+            precision.scaler, join, args.kd, list(settings_from_args(args)) if args.kd else [], args.batch_size,
+            rank, world)
+        if missing:
+            log(f"note: --resume {args.resume} has no CBAM weights ({len(missing)} keys, the pytorch-deeplab-xception "
+                "format): the model's CBAM modules keep their initial values")
         where = f"epoch {run.state.epoch}" + (f", iteration {run.state.iteration}" if run.state.iteration else "")
         log(f"Fine-tuning from {args.resume} (weights only)" if args.ft else
             f"Resumed {args.resume} at {where} (best mIoU {run.state.best_pred:.4f})")
@@ -123,6 +131,7 @@ def setup(args):
         join()  # no warm-up epoch in this run and no trained connectors to resume
         log(f"note: the run starts at epoch {run.state.epoch}, past the connector warm-up, without trained "
             "connectors: they train with the student")
+    build.freeze_untrained(distiller or model, optimizer, *[warmup_optimizer] * (warmup_optimizer is not None))
 
     run.writer = NullWriter()
     if rank == 0:  # only rank 0 writes
@@ -166,14 +175,16 @@ def fit(run):
     args, state, main_rank, world = run.args, run.state, distributed.rank() == 0, distributed.world_size()
     log = print if main_rank else (lambda *a, **k: None)
     net, ddp, names = run.distiller or run.model, None, class_names(args.dataset)
-    stop = StopRequest(log)
+    stop = StopRequest(log, run.device)
 
     def save(at, is_best=False):
-        """Rank 0 writes the checkpoint (atomically) and history.json; returns the checkpoint's path."""
+        """Rank 0 writes the checkpoint (atomically) and history.json; returns the checkpoint's path.  Every rank
+        calls it: each one's RNG states go into the checkpoint."""
+        rng = distributed.gather(get_rng_state())
         if run.saver is None:
             return None
         path = run.saver.save_checkpoint(make_checkpoint(at, run.model, run.optimizer, vars(args), run.precision.scaler,
-                                                         run.distiller, run.warmup_optimizer), is_best)
+                                                         run.distiller, run.warmup_optimizer, rng), is_best)
         write_text_atomic(os.path.join(run.experiment_dir, "history.json"), json.dumps(at.history, indent=1))
         return path
 
@@ -183,6 +194,7 @@ def fit(run):
         for epoch in range(state.epoch, args.epochs):
             warmup = run.warmup_optimizer is not None and epoch == 0
             if not warmup and ddp is None:
+                build.freeze_untrained(net, run.optimizer)  # the warm-up-only modules are done
                 ddp = build.for_training(net, world, run.device, args.compile)  # at the student's first step
             optimizer = run.warmup_optimizer if warmup else run.optimizer
             sync = [p for g in optimizer.param_groups for p in g["params"]] if warmup and world > 1 else ()
@@ -204,7 +216,7 @@ def fit(run):
             state.history.append(record)
             state.epoch, state.iteration, state.partial = epoch + 1, 0, None
             path = save(state, is_best)
-            if stop.signal is not None and epoch < args.epochs - 1:
+            if stop.agreed() is not None and epoch < args.epochs - 1:
                 stop.exit(f"after epoch {epoch}; resume with: --resume {path}")
     run.writer.close()
     run.seconds = time.time() - start

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from distillation import METHODS
 from modeling import load_checkpoint
 from utils.saver import CheckpointError
 
@@ -43,11 +44,15 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def make_checkpoint(state, model, optimizer, args, scaler, distiller=None, warmup_optimizer=None):
-    """Everything a run needs to go on exactly from ``state`` (RNG states as they are now)."""
+def make_checkpoint(state, model, optimizer, args, scaler, distiller=None, warmup_optimizer=None, rng=None):
+    """Everything a run needs to go on exactly from ``state``.  ``rng``: every rank's RNG states (default: this
+    process's, as they are now); a checkpoint of several processes keeps them all (``rng_per_rank``)."""
+    rng = rng or [get_rng_state()]
     ckpt = {"epoch": state.epoch, "iteration": state.iteration, "state_dict": model.state_dict(),
             "optimizer": optimizer.state_dict(), "best_pred": state.best_pred, "args": dict(args),
-            "history": state.history, "rng": get_rng_state()}
+            "history": state.history, "rng": rng[0]}
+    if len(rng) > 1:
+        ckpt["rng_per_rank"] = rng
     if state.partial is not None:
         ckpt["partial"] = state.partial
     if scaler.is_enabled():
@@ -60,23 +65,23 @@ def make_checkpoint(state, model, optimizer, args, scaler, distiller=None, warmu
 
 
 def resume(ckpt, path, model, dataset, weights_only=False, optimizer=None, warmup_optimizer=None, distiller=None,
-           scaler=None, join=None):
+           scaler=None, join=None, kd=False, methods=(), batch_size=None, rank=0, world=1):
     """Load the ``--resume`` checkpoint ``ckpt`` (read from ``path``) into the run; returns its RunState.
 
     ``weights_only`` (``--ft``): the model weights alone, from epoch 0.  Otherwise the optimizer(s), the
     methods' modules, the GradScaler and the state; ``join()`` is called first when the checkpoint's
-    optimizer was saved after the warm-up-only modules had joined it.  Returns ``(state, whether it had the
-    methods' modules)``."""
-    saved = ckpt.get("args", {}) if isinstance(ckpt, dict) else {}
-    if not weights_only and saved.get("dataset", dataset) != dataset:
-        raise CheckpointError(f"--resume {path} was trained on {saved['dataset']}, not --dataset {dataset}; resume "
-                              f"on {saved['dataset']}, or start from its weights with --ft")
+    optimizer was saved after the warm-up-only modules had joined it.  A checkpoint of another experiment
+    (another script, method set or dataset, or another ``batch_size`` mid-epoch) is refused.  Returns ``(state,
+    whether it had the methods' modules, the CBAM keys it lacked)``."""
+    saved = ckpt.get("args", {})
+    if not weights_only:
+        refuse_another_experiment(saved, path, dataset, kd, methods, batch_size, int(ckpt.get("iteration", 0)))
     try:
-        load_checkpoint(model, ckpt)
+        missing = load_checkpoint(model, ckpt)
     except ValueError as e:
         raise CheckpointError(f"--resume {path}: {e}") from None
     if weights_only:
-        return RunState(), False
+        return RunState(), False, missing
     if "optimizer" in ckpt:
         if distiller is not None and len(ckpt["optimizer"].get("param_groups", [])) > len(optimizer.param_groups):
             join()
@@ -92,6 +97,30 @@ def resume(ckpt, path, model, dataset, weights_only=False, optimizer=None, warmu
             warmup_optimizer.load_state_dict(ckpt["warmup_optimizer"])
     if "scaler" in ckpt and scaler.is_enabled():
         scaler.load_state_dict(ckpt["scaler"])
+    per_rank = ckpt.get("rng_per_rank", [])  # this rank's own streams when the world size is the same
+    rng = per_rank[rank] if len(per_rank) == world else ckpt.get("rng")
     state = RunState(int(ckpt.get("epoch", 0)), int(ckpt.get("iteration", 0)), ckpt.get("partial"),
-                     float(ckpt.get("best_pred", 0.0)), list(ckpt.get("history", [])), ckpt.get("rng"))
-    return state, connectors
+                     float(ckpt.get("best_pred", 0.0)), list(ckpt.get("history", [])), rng)
+    return state, connectors, missing
+
+
+def refuse_another_experiment(saved, path, dataset, kd, methods, batch_size, iteration):
+    """CheckpointError when the ``--resume`` checkpoint (its recorded args ``saved``) belongs to another
+    experiment than this run's; the way out, ``--ft``, is in the message."""
+    way_out = "or start from its weights with --ft"
+    if saved.get("dataset", dataset) != dataset:
+        raise CheckpointError(f"--resume {path} was trained on {saved['dataset']}, not --dataset {dataset}; resume "
+                              f"on {saved['dataset']}, {way_out}")
+    if "kd" in saved and bool(saved["kd"]) != kd:
+        script, other = ("train_kd.py", "train.py") if saved["kd"] else ("train.py", "train_kd.py")
+        raise CheckpointError(f"--resume {path} was written by {script}; {other} would continue it as another "
+                              f"experiment; resume it with {script}, {way_out}")
+    if kd and "kd" in saved:
+        before = [n for n, m in METHODS.items() if saved.get(m.hyper[0].dest, m.hyper[0].default) != 0]
+        if set(before) != set(methods):
+            raise CheckpointError(f"--resume {path} distils with {', '.join(before) or 'no method'}, this run with "
+                                  f"{', '.join(methods) or 'no method'}; resume with the same method flags, {way_out}")
+    if iteration and "batch_size" in saved and saved["batch_size"] != batch_size:
+        raise CheckpointError(f"--resume {path} stopped at iteration {iteration} of an epoch with --batch-size "
+                              f"{saved['batch_size']}; resume it with --batch-size {saved['batch_size']} (the epoch's "
+                              f"order depends on it), {way_out}")

@@ -3,6 +3,7 @@ one way to turn a known error into ``error: <one line>`` with exit status 2 (nev
 import argparse
 import contextlib
 import math
+import os
 import sys
 
 
@@ -41,6 +42,35 @@ def number(kind=float, low=None, high=None, low_open=False):
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
+
+
+def _same(a, b):
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output_file(flag, path, inputs=()):
+    """Refuse, before anything runs, an output file that is a folder, lies in a folder that does not exist, or is
+    one of the ``inputs`` ((flag, path) pairs): a command never overwrites what it reads."""
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path} is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{flag} {path}: folder {folder} does not exist (create it first)")
+    for in_flag, in_path in inputs:
+        if in_path and _same(path, in_path):
+            raise UsageError(f"{flag} {path} is also {in_flag}: writing it would destroy the input; choose another "
+                             f"{flag}")
+
+
+def check_output_dir(flag, path, inputs=()):
+    """Refuse an output folder that is a file, or that is (or holds directly) one of the ``inputs`` ((flag, path)
+    pairs): outputs written beside inputs could replace them."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{flag} {path} is a file; give a folder")
+    for in_flag, in_path in inputs:
+        if in_path and (_same(path, in_path) or _same(path, os.path.dirname(os.path.abspath(in_path)))):
+            raise UsageError(f"{flag} {path} holds the input {in_path} ({in_flag}); write the outputs to another "
+                             f"folder")
 
 
 def one_line(e):

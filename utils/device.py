@@ -33,7 +33,11 @@ def fp32(x):
 
 
 def amp_dtype(device, amp, requested="auto"):
-    """The autocast dtype for ``--amp`` on ``device`` (None when off). ``requested``: auto, bf16 or fp16."""
+    """The autocast dtype for ``--amp`` on ``device`` (None: fp32). ``requested``: auto, bf16 or fp16.
+
+    ``auto`` picks bf16 where the hardware runs it natively (Ampere or newer; emulated bf16, which
+    ``torch.cuda.is_bf16_supported()`` counts by default, is slower than fp16), fp16 + GradScaler on older GPUs,
+    and on a CPU bf16 with native bf16 instructions, else fp32 (there is no fast 16-bit path on such a CPU)."""
     if not amp:
         return None
     if requested == "bf16":
@@ -41,8 +45,8 @@ def amp_dtype(device, amp, requested="auto"):
     if requested == "fp16":
         return torch.float16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    return torch.bfloat16 if cpu_has_native_bf16() else None
 
 
 class Precision:
@@ -51,6 +55,7 @@ class Precision:
     def __init__(self, device, amp=False, dtype="auto", channels_last=False):
         self.device = device
         self.dtype = amp_dtype(device, amp, dtype)
+        self.amp_declined = amp and self.dtype is None  # --amp on a CPU without native bf16
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
 
@@ -86,7 +91,10 @@ class Precision:
         name = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + GradScaler"}[self.dtype]
         slow = self.device.type == "cpu" and self.dtype is not None and not cpu_has_native_bf16()
         fmt = ", channels_last" if self.memory_format == torch.channels_last else ""
-        return f"{name}{fmt} on {self.device}" + (" (this CPU has no native bf16: expect it slower)" if slow else "")
+        note = " (this CPU has no native bf16: expect it slower)" if slow else ""
+        if self.amp_declined:
+            note = " (--amp: this CPU has no native bf16, so fp32; --amp-dtype bf16 forces it)"
+        return f"{name}{fmt} on {self.device}{note}"
 
 
 def pick_device(no_cuda=False):

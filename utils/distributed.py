@@ -62,6 +62,24 @@ def cleanup():
         dist.destroy_process_group()
 
 
+def max_over_ranks(value, device="cpu"):
+    """The largest of an integer ``value`` over all ranks (a collective: every rank calls it at the same point)."""
+    if not is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def gather(obj):
+    """[obj of rank 0, obj of rank 1, ...] on every rank (a collective); ``[obj]`` in one process."""
+    if not is_initialized():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def sum_over_ranks(x):
     """Sum of ``x`` over all ranks, differentiable (backward sums the gradients too); ``x`` alone in one process."""
     if not is_initialized():
