@@ -30,7 +30,8 @@ def get_args_parser():
     p.add_argument("--backbone", default=None, choices=sorted(BACKBONES),
                    help="only for checkpoints that do not record it (default resnet101)")
     p.add_argument("--out-stride", type=int, default=None, choices=[8, 16])
-    p.add_argument("--opset", type=number(int, 7), default=18, help="ONNX opset")
+    p.add_argument("--opset", type=number(int, 11, 23), default=18,
+                   help="ONNX opset (11: the first with bilinear align_corners resizing; 23: torch 2.14's newest)")
     p.add_argument("--check-size", type=number(int, 1), nargs=3, action="append", metavar=("N", "H", "W"),
                    help="a random input shape for the parity check, repeatable (default: 1 257 257 and 2 200 328)")
     p.add_argument("--tolerance", type=number(float, 0), default=1e-4, help="largest max abs logit error accepted")

@@ -12,7 +12,8 @@ ARGS follow the run's own) with its log in ``DIR/logs/<NAME>-seed<S>.log``.  The
 difference and the seeds won) and ``DIR/results.png``.  The files are rewritten after every run,
 so a sweep in progress can be read (``--report-only`` rewrites them from the finished runs without
 training).  A finished run is skipped when the same command is run again; a failed run is reported
-as failed and retried.
+as failed and retried.  A finished run is never deleted: a sweep whose command for a finished cell changed is
+refused, naming the cell, unless ``--rerun-changed`` (the old cell is moved to ``<cell>.old-<k>``).
 """
 import json
 import os
@@ -49,6 +50,9 @@ def get_args_parser():
     p.add_argument("--jobs", type=number(int, 1), default=1,
                    help="trainings at once (they share a GPU, or split the CPU threads unless OMP_NUM_THREADS is set)")
     p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    p.add_argument("--rerun-changed", action="store_true",
+                   help="retrain cells that finished with another command, moving each old cell to <cell>.old-<k> "
+                        "(without it such a sweep is refused: a finished run is never replaced)")
     p.add_argument("--report-only", action="store_true",
                    help="write the tables from the runs that already finished; train nothing")
     return p
@@ -63,10 +67,12 @@ def parse(argv=None):
     args = get_args_parser().parse_args(argv)
     args.common = common
     names = [n for n, _ in args.run]
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} is a file; give a folder")
     for name, command in args.run:
         if not NAME.match(name):
             raise UsageError(f"--run name {name!r}: use letters, digits and . _ + - (it names a folder)")
-        words = shlex.split(command)
+        words = split(name, command)
         if not words or os.path.basename(words[0]) not in SCRIPTS:
             raise UsageError(f"--run {name}: the command must start with train.py or train_kd.py, "
                              f"got {command!r}")
@@ -75,13 +81,21 @@ def parse(argv=None):
     if len(set(args.seeds)) != len(args.seeds):
         raise UsageError("--seeds must be unique")
     for flag in RESERVED:
-        if any(w == flag or w.startswith(flag + "=") for _, c in args.run for w in shlex.split(c) + common):
+        if any(w == flag or w.startswith(flag + "=") for n, c in args.run for w in split(n, c) + common):
             raise UsageError(f"{flag} is set by sweep.py for each run; remove it from the run/common args")
     return args
 
 
+def split(name, command):
+    """The words of a ``--run`` command (shell quoting); a one-line UsageError for an unclosed quote."""
+    try:
+        return shlex.split(command)
+    except ValueError as e:
+        raise UsageError(f"--run {name}: {e} in {command!r}") from None
+
+
 def command_for(args, name, command, seed):
-    words = shlex.split(command)
+    words = split(name, command)
     script = os.path.join(ROOT, os.path.basename(words[0]))
     run_dir = os.path.join(args.out, "runs", name, f"seed{seed}")
     return [sys.executable, script, *words[1:], *args.common, "--seed", str(seed), "--run-dir", run_dir], run_dir
@@ -105,26 +119,61 @@ def last_line(path):
     return lines[-1][:300] if lines else "(no output)"
 
 
-def finished(cmd, run_dir):
-    """The record of an identical run (same ``cmd``) that already finished in ``run_dir``, or None."""
+def result_of(run_dir):
+    """The result.json record of a run that finished in ``run_dir``, or None; UsageError when it is unreadable."""
     done = os.path.join(run_dir, "result.json")
-    if os.path.isfile(done):
+    if not os.path.isfile(done):
+        return None
+    try:
         with open(done) as f:
             record = json.load(f)
-        if record.get("cmd") == cmd[1:]:
-            record["skipped"] = True
-            return record
+        assert isinstance(record, dict) and isinstance(record.get("cmd"), list)
+    except (OSError, ValueError, AssertionError):
+        raise UsageError(f"{done} is unreadable or not a sweep result; move that cell folder away to retrain it, "
+                         f"or restore the file") from None
+    return record
+
+
+def finished(cmd, run_dir):
+    """The record of an identical run (same ``cmd``) that already finished in ``run_dir``, or None."""
+    record = result_of(run_dir)
+    if record is not None and record["cmd"] == cmd[1:]:
+        return {**record, "skipped": True}
     return None
 
 
+def changed_cells(args, cells):
+    """The cells that finished with another command than this sweep's: rerunning would replace them."""
+    out = []
+    for name, command, seed in cells:
+        cmd, run_dir = command_for(args, name, command, seed)
+        record = result_of(run_dir)
+        if record is not None and record["cmd"] != cmd[1:]:
+            out.append((name, seed, run_dir))
+    return out
+
+
+def set_aside(run_dir):
+    """Move a finished cell of another command to ``<cell>.old-<k>`` (never deleted)."""
+    k = 0
+    while os.path.exists(f"{run_dir}.old-{k}"):
+        k += 1
+    os.rename(run_dir, f"{run_dir}.old-{k}")
+    return f"{run_dir}.old-{k}"
+
+
 def train_one(args, name, command, seed, env):
-    """Run one training unless an identical finished run exists; return its record."""
+    """Run one training unless an identical finished run exists; return its record.  A finished cell of another
+    command is set aside (``--rerun-changed``; main refuses it otherwise); an unfinished one (a failed or killed
+    attempt of this sweep) is retried from scratch."""
     cmd, run_dir = command_for(args, name, command, seed)
     record = finished(cmd, run_dir)
     if record is not None:
         return record
-    if os.path.isdir(run_dir):
-        shutil.rmtree(run_dir)  # an earlier failed or different run of this cell
+    if result_of(run_dir) is not None:
+        set_aside(run_dir)
+    elif os.path.isdir(run_dir):
+        shutil.rmtree(run_dir)  # no result.json: an attempt that failed or was killed
     os.makedirs(run_dir)
     log = os.path.join(args.out, "logs", f"{name}-seed{seed}.log")
     start = time.time()
@@ -233,6 +282,12 @@ def main(args):
         print(table(result))
         print(f"{len(records)} of {len(cells)} runs finished; wrote {args.out}/results.json, results.md, results.png")
         return result
+    changed = changed_cells(args, cells)
+    if changed and not args.rerun_changed:
+        name, seed, run_dir = changed[0]
+        raise UsageError(f"--run {name} seed {seed} finished in {run_dir} with another command than this sweep's "
+                         f"({len(changed)} such cell(s)); use another --out, or --rerun-changed to retrain them with "
+                         f"the old cells moved aside")
     os.makedirs(os.path.join(args.out, "logs"), exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if "OMP_NUM_THREADS" not in os.environ:  # several CPU runs at once: split the cores between them
@@ -263,6 +318,5 @@ def main(args):
 
 if __name__ == "__main__":
     with one_line_errors():
-        args = parse()
-    result = main(args)
+        result = main(parse())
     sys.exit(1 if result and result["failed"] else 0)

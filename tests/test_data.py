@@ -268,3 +268,18 @@ def test_balanced_class_weights_are_computed_once_and_cached(tmp_path, monkeypat
     assert cache.is_file()
     os.remove(root / "SegmentationClass" / "a.png")  # the cache is used: labels are not read again
     np.testing.assert_allclose(calculate_weights_labels(ds, 21, str(cache)), w)
+
+
+def test_16_bit_greyscale_images_are_read_as_their_values_not_white(tmp_path):
+    """PIL's convert('RGB') clips a mode I;16 image to white; the one reader scales it to 8 bits."""
+    from dataloaders.images import InputError, read_rgb
+
+    grey = (np.arange(32 * 48).reshape(32, 48) * 40).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode == "I;16"
+    rgb = read_rgb(str(tmp_path / "g16.png"))
+    assert rgb.shape == (32, 48, 3) and rgb.dtype == np.uint8
+    assert np.array_equal(rgb[..., 0], (grey >> 8).astype(np.uint8)) and rgb.min() == 0 and rgb.max() < 255
+    Image.fromarray(np.ones((4, 4), np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(InputError, match="f.tif: 32-bit float image"):
+        read_rgb(str(tmp_path / "f.tif"))

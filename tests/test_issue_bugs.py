@@ -126,3 +126,28 @@ def test_a_non_finite_loss_stops_the_run_naming_epoch_and_iteration_and_saves_no
     with pytest.raises(TrainingError, match=r"non-finite loss at epoch \d+, iteration \d+"):
         fit(t)
     assert not list((tmp_path / "run").rglob("checkpoint.pth.tar"))  # nothing saved after the last good state
+
+
+def test_frozen_parts_get_no_gradients_at_all(data, monkeypatch):
+    """Parts no optimizer holds (the student's CBAM MLP under --student-cbam-mlp frozen, BN affine under
+    --freeze-bn, AttnFD's connectors after their warm-up) had their gradients computed, all-reduced and
+    accumulated for the whole run."""
+    t = kd_run(data, monkeypatch, "--epochs", "2", "--student-cbam-mlp", "frozen", "--freeze-bn")
+    mlp = [p for m in t.model.attention().values() for p in m.ChannelGate.mlp.parameters()]
+    bn = [p for m in t.model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()]
+    connectors = list(t.distiller.methods["attnfd"].connectors.parameters())
+    assert not any(p.requires_grad for p in mlp + bn) and all(p.requires_grad for p in connectors)
+    fit(t)
+    assert not any(p.requires_grad for p in connectors)  # after the warm-up epoch
+    assert all(p.grad is None for p in mlp + bn + connectors)
+    assert any(p.grad is not None for p in t.model.parameters())
+
+
+def test_resuming_weights_without_cbam_says_so(data, monkeypatch, tmp_path, capsys):
+    """A pytorch-deeplab-xception checkpoint (no *.cbam.* keys) as --resume: its CBAM kept random in silence."""
+    ckpt = save_random_checkpoint(tmp_path / "xception-lineage.pth.tar", "mobilenet")
+    saved = torch.load(ckpt, weights_only=True)
+    saved["state_dict"] = {k: v for k, v in saved["state_dict"].items() if ".cbam." not in k}
+    torch.save(saved, ckpt)
+    kd_run(data, monkeypatch, "--resume", str(ckpt), "--ft")
+    assert "has no CBAM weights" in capsys.readouterr().out

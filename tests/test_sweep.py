@@ -115,3 +115,21 @@ def test_sweep_rejects_bad_grids(argv, message):
 
     with pytest.raises(UsageError, match=message):
         sweep.parse(argv)
+
+
+def test_a_finished_cell_of_another_command_is_refused_or_set_aside_never_deleted(tmp_path):
+    args = sweep.parse(["--out", str(tmp_path), "--seeds", "1", "2", "--run", "a", "train.py --lr 0.1"])
+    cells = [("a", "train.py --lr 0.1", 1), ("a", "train.py --lr 0.1", 2)]
+    same, _ = sweep.command_for(args, *cells[0])
+    for seed, cmd in ((1, same[1:]), (2, ["train.py", "--lr", "0.2"])):  # seed 2 finished with another command
+        cell = tmp_path / "runs" / "a" / f"seed{seed}"
+        cell.mkdir(parents=True)
+        (cell / "result.json").write_text(json.dumps({"cmd": cmd, "best_mIoU": 0.5}))
+        (cell / "checkpoint.pth.tar").write_text("weights")
+    assert sweep.changed_cells(args, cells) == [("a", 2, str(tmp_path / "runs" / "a" / "seed2"))]
+    with pytest.raises(sweep.UsageError, match="--run a seed 2 finished in .* with another command"):
+        sweep.main(args)
+    assert (tmp_path / "runs/a/seed2/checkpoint.pth.tar").read_text() == "weights"
+    moved = sweep.set_aside(str(tmp_path / "runs" / "a" / "seed2"))  # what --rerun-changed does first
+    assert moved.endswith("seed2.old-0") and (Path(moved) / "checkpoint.pth.tar").read_text() == "weights"
+    assert sweep.finished(same, str(tmp_path / "runs" / "a" / "seed1"))["skipped"]

@@ -63,6 +63,7 @@ def freeze_untrained(net, *optimizers):
     for p in net.parameters():
         if id(p) not in held:
             p.requires_grad_(False)
+            p.grad = None  # what the warm-up left
 
 
 def join_student_optimizer(optimizer, distiller, lr):

@@ -63,7 +63,11 @@ def runner(fmt, path):
         except ImportError:
             raise ExportError("the parity check needs onnxruntime: pip install -r requirements-export.txt "
                               "(or skip it with --no-check)") from None
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        try:
+            session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        except Exception as e:  # e.g. an opset newer than this onnxruntime
+            raise ExportError(f"onnxruntime cannot run {path}: {str(e).strip().splitlines()[0][:200]} (a lower "
+                              f"--opset, or --no-check)") from None
         return lambda x: session.run(None, {"image": x})[0]
     if fmt == "pt2":
         module = torch.export.load(path).module()
