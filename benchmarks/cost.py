@@ -27,26 +27,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from modeling import DeepLab, num_params  # noqa: E402
 from modeling.backbone import BACKBONES  # noqa: E402
-from utils.cli import ArgumentParser  # noqa: E402
+from utils.cli import ArgumentParser, number  # noqa: E402
 from utils.device import Precision  # noqa: E402
 from utils.export import export_onnx  # noqa: E402
 from utils.inference import load_model  # noqa: E402
 
+COUNT, POSITIVE = number(int, 0), number(int, 1)
 
 def get_args_parser():
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["resnet101", "resnet18", "mobilenet"],
                    help="backbone names and/or checkpoint files")
-    p.add_argument("--size", type=int, default=513, help="square input size")
-    p.add_argument("--classes", type=int, default=21, help="classes of models built from a backbone name")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--size", type=POSITIVE, default=513, help="square input size")
+    p.add_argument("--classes", type=number(int, 2), default=21, help="classes of models built from a backbone name")
+    p.add_argument("--batch-size", type=POSITIVE, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", nargs="+", default=["fp32", "amp"], choices=["fp32", "amp"])
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--reps", type=int, default=10, help="timed forward passes (0: no latency columns)")
+    p.add_argument("--warmup", type=COUNT, default=3)
+    p.add_argument("--reps", type=COUNT, default=10, help="timed forward passes (0: no latency columns)")
     p.add_argument("--onnxruntime", action="store_true", help="also time the ONNX export under onnxruntime (CPU)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default torch's)")
+    p.add_argument("--threads", type=POSITIVE, default=None, help="CPU threads (default torch's)")
     p.add_argument("--markdown", default=None, help="also write the table to this file")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     return p

@@ -25,29 +25,31 @@ sys.path.insert(0, ROOT)
 from distillation import AttnFD, Distiller  # noqa: E402
 from modeling import DeepLab  # noqa: E402
 from training import sgd, train_step  # noqa: E402
-from utils.cli import ArgumentParser  # noqa: E402
+from utils.cli import ArgumentParser, number  # noqa: E402
 from utils.device import Precision  # noqa: E402
 from utils.loss import SegmentationLosses  # noqa: E402
 
 PHASES = ("student", "teacher", "kd")
 
 
+COUNT, POSITIVE = number(int, 0), number(int, 1)
+
 def get_args_parser():
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--student", default="resnet18")
     p.add_argument("--teacher", default="resnet101")
-    p.add_argument("--crop", type=int, default=513)
-    p.add_argument("--batch-size", type=int, default=6)
-    p.add_argument("--classes", type=int, default=21)
+    p.add_argument("--crop", type=number(int, 32), default=513)
+    p.add_argument("--batch-size", type=POSITIVE, default=6)
+    p.add_argument("--classes", type=number(int, 2), default=21)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true", help="as train_kd.py --amp")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the student / distiller")
     p.add_argument("--teacher-train-mode", action=argparse.BooleanOptionalAction, default=True,
                    help="as train_kd.py (the reference's teacher mode; no autograd either way)")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--iters", type=int, default=10)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default torch's)")
+    p.add_argument("--warmup", type=COUNT, default=3)
+    p.add_argument("--iters", type=POSITIVE, default=10)
+    p.add_argument("--threads", type=POSITIVE, default=None, help="CPU threads (default torch's)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)  # internal: one phase in this process
     return p

@@ -22,20 +22,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from dataloaders.synthetic import generate  # noqa: E402
 from modeling import DeepLab  # noqa: E402
-from utils.cli import ArgumentParser  # noqa: E402
+from utils.cli import ArgumentParser, number  # noqa: E402
 from utils.device import default_workers  # noqa: E402
 from utils.saver import save_atomic  # noqa: E402
 
 SETTINGS = {"fp32": [], "amp+channels_last": ["--amp", "--channels-last"]}
 
 
+COUNT, POSITIVE = number(int, 0), number(int, 1)
+
 def get_args_parser():
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=513, help="image side and crop")
-    p.add_argument("--images", type=int, default=None, help="train images (default 96 on CUDA, 24 on CPU)")
-    p.add_argument("--batch-size", type=int, default=6)
+    p.add_argument("--size", type=POSITIVE, default=513, help="image side and crop")
+    p.add_argument("--images", type=POSITIVE, default=None, help="train images (default 96 on CUDA, 24 on CPU)")
+    p.add_argument("--batch-size", type=POSITIVE, default=6)
     p.add_argument("--student", default="resnet18")
-    p.add_argument("--workers", type=int, default=default_workers())
+    p.add_argument("--workers", type=COUNT, default=default_workers())
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--no-cuda", action="store_true")
     p.add_argument("--work", default=None, help="folder for data and runs (default: a temporary one)")

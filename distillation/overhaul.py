@@ -14,7 +14,6 @@ import math
 
 import torch
 import torch.nn as nn
-from scipy.stats import norm
 
 from utils.device import fp32
 
@@ -26,6 +25,8 @@ DIVIDERS = (8, 4, 2, 1, 1, 16)
 
 def margin_from_bn(bn):
     """Per channel E[x | x < 0] for x ~ N(bias, |weight|) (or -3 std where P(x < 0) <= 0.001)."""
+    from scipy.stats import norm  # here, not at the top: importing scipy.stats costs every CLI 0.7 s
+
     margins = []
     for s, m in zip(bn.weight.detach().abs().tolist(), bn.bias.detach().tolist()):
         if s > 0 and norm.cdf(-m / s) > 0.001:

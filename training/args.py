@@ -123,6 +123,11 @@ def resolve_args(args, kd=False, world=1, cuda=False, gpu_count=0):
     a.batch_size = 6 * (world if cuda else 1) if a.batch_size is None else a.batch_size
     a.lr = spec.lr / 6 * a.batch_size if a.lr is None else a.lr
     a.checkname = a.checkname or ("attnfd-" if kd else "deeplab-") + a.backbone
+    if a.checkname in (".", "..") or os.sep in a.checkname or (os.altsep and os.altsep in a.checkname):
+        raise UsageError(f"--checkname {a.checkname!r} must be a plain folder name (it names "
+                         f"<run-dir>/<dataset>/<checkname>; use --run-dir to put runs elsewhere)")
+    if a.start_epoch >= a.epochs:
+        raise UsageError(f"--start_epoch {a.start_epoch} with --epochs {a.epochs}: nothing to train")
     if a.crop_size < 2 * a.out_stride:
         raise UsageError(f"--crop-size {a.crop_size} is too small for --out-stride {a.out_stride}: the deepest "
                          f"features would be under 2x2; use at least {2 * a.out_stride}")

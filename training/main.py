@@ -18,7 +18,7 @@ from distillation import build_distiller, settings_from_args, teacher_train_mode
 from modeling import DeepLab, num_params
 from modeling.imagenet import MissingWeightsError
 from utils import distributed
-from utils.cli import one_line_errors
+from utils.cli import UsageError, one_line_errors
 from utils.device import Precision
 from utils.inference import evaluate
 from utils.loss import SegmentationLosses
@@ -125,6 +125,9 @@ def setup(args):
             log(f"note: --resume {args.resume} has no CBAM weights ({len(missing)} keys, the pytorch-deeplab-xception "
                 "format): the model's CBAM modules keep their initial values")
         where = f"epoch {run.state.epoch}" + (f", iteration {run.state.iteration}" if run.state.iteration else "")
+        if run.state.epoch >= args.epochs:
+            raise UsageError(f"--resume {args.resume} is at {where}, --epochs {args.epochs}: nothing is left to "
+                             f"train; raise --epochs to continue it")
         log(f"Fine-tuning from {args.resume} (weights only)" if args.ft else
             f"Resumed {args.resume} at {where} (best mIoU {run.state.best_pred:.4f})")
     if warmup_optimizer is not None and run.state.epoch > 0 and not connectors_loaded:
