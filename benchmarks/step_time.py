@@ -22,7 +22,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from distillation import AttnFD, Distiller  # noqa: E402
+from distillation import METHODS, build_distiller  # noqa: E402
 from modeling import DeepLab  # noqa: E402
 from training import sgd, train_step  # noqa: E402
 from utils.cli import ArgumentParser, number  # noqa: E402
@@ -43,6 +43,9 @@ def get_args_parser():
     p.add_argument("--classes", type=number(int, 2), default=21)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true", help="as train_kd.py --amp")
+    p.add_argument("--amp-dtype", default="auto", choices=["auto", "bf16", "fp16"], help="as train_kd.py")
+    p.add_argument("--methods", nargs="+", default=["attnfd"], choices=list(METHODS),
+                   help="the distillation step's methods, each at its paper's weight")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the student / distiller")
     p.add_argument("--teacher-train-mode", action=argparse.BooleanOptionalAction, default=True,
@@ -51,6 +54,8 @@ def get_args_parser():
     p.add_argument("--iters", type=POSITIVE, default=10)
     p.add_argument("--threads", type=POSITIVE, default=None, help="CPU threads (default torch's)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the per-phase peak memory processes (with --compile each would compile again)")
     p.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)  # internal: one phase in this process
     return p
 
@@ -69,7 +74,7 @@ def build(a, phases):
     device = torch.device(a.device)
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
-    precision = Precision(device, a.amp, channels_last=a.channels_last)
+    precision = Precision(device, a.amp, a.amp_dtype, channels_last=a.channels_last)
     x = precision.images(torch.randn(a.batch_size, 3, a.crop, a.crop))
     y = torch.randint(0, a.classes, (a.batch_size, a.crop, a.crop), device=device)
     ce = SegmentationLosses().build_loss("ce")
@@ -77,14 +82,16 @@ def build(a, phases):
     teacher = DeepLab(num_classes=a.classes, backbone=a.teacher) if phases != ["student"] else None
     if teacher:
         student_ = student or DeepLab(num_classes=a.classes, backbone="mobilenet")
-        net = Distiller(student_, teacher, [AttnFD(student_, teacher)], teacher_train_mode=a.teacher_train_mode)
+        methods = {n: {h.name: h.value for h in METHODS[n].hyper} for n in a.methods}  # their papers' values
+        net = build_distiller(student_, teacher, methods, teacher_train_mode=a.teacher_train_mode)
+        needs = set().union(*(m.teacher_needs for m in net.methods.values()))
     net = precision.prepare(net if teacher else student).train()
     opt = sgd([p for p in net.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)  # as the trainer's
     compiled = {m: torch.compile(m) if a.compile else m for m in (student, net) if m is not None}
 
-    def teacher_forward():
+    def teacher_forward():  # what the distillation step asks of the teacher
         with precision.autocast():
-            net.teacher_features(x)
+            net.teacher_features(x, logits="logits" in needs, stages="stages" in needs)
 
     fns = {"student": lambda: train_step(compiled[student], ce, opt, precision, x, y),
            "teacher": teacher_forward, "kd": lambda: train_step(compiled[net], ce, opt, precision, x, y)}
@@ -125,15 +132,15 @@ def timings(a):
 def main(a):
     dev = torch.device(a.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu x{a.threads or torch.get_num_threads()}"
-    precision = Precision(dev, a.amp, channels_last=a.channels_last).describe() + (", compiled" if a.compile else "")
+    precision = Precision(dev, a.amp, a.amp_dtype, a.channels_last).describe() + (", compiled" if a.compile else "")
     if a.threads:
         torch.set_num_threads(a.threads)
     forwarded = list(sys.argv[1:])
     if a.json:  # the phases report on stdout; only this process writes the file
         i = next(i for i, arg in enumerate(forwarded) if arg.startswith("--json"))
         del forwarded[i:i + (1 if "=" in forwarded[i] else 2)]
-    memory = {}
-    for phase in PHASES:
+    memory = {p: {"peak_mb": float("nan")} for p in PHASES}
+    for phase in [] if a.no_memory else PHASES:
         out = subprocess.run([sys.executable, os.path.abspath(__file__), *forwarded, "--phase", phase],
                              capture_output=True, text=True)
         if out.returncode != 0:
@@ -146,6 +153,7 @@ def main(a):
     ms, mt, mk = (results[p]["peak_mb"] for p in PHASES)
     report = {"device": name, "precision": precision, "crop": a.crop, "batch_size": a.batch_size,
               "student": a.student, "teacher": a.teacher, "teacher_train_mode": a.teacher_train_mode,
+              "methods": a.methods,
               "iters": a.iters, "phases": results, "kd_over_floor": k / (s + t),
               "kd_memory_over_sum": mk / (ms + mt)}
     mem = "MiB max allocated" if dev.type == "cuda" else "MiB peak RSS growth"
@@ -153,8 +161,9 @@ def main(a):
     print(f"student ({a.student}) step {s:9.1f} ms  {ms:8.0f} {mem}")
     print(f"teacher ({a.teacher}) fwd  {t:9.1f} ms  {mt:8.0f} {mem}  "
           f"({'train' if a.teacher_train_mode else 'eval'} mode, no grad)")
-    print(f"AttnFD step            {k:9.1f} ms  {mk:8.0f} {mem}")
-    print(f"AttnFD step / (student step + teacher fwd) = {k / (s + t):.3f}; memory / sum = {mk / (ms + mt):.3f}")
+    step = "AttnFD step" if a.methods == ["attnfd"] else "+".join(a.methods) + " step"
+    print(f"{step:<22} {k:9.1f} ms  {mk:8.0f} {mem}")
+    print(f"{step} / (student step + teacher fwd) = {k / (s + t):.3f}; memory / sum = {mk / (ms + mt):.3f}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(report, f, indent=2)

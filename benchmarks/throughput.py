@@ -27,6 +27,8 @@ from utils.device import default_workers  # noqa: E402
 from utils.saver import save_atomic  # noqa: E402
 
 SETTINGS = {"fp32": [], "amp+channels_last": ["--amp", "--channels-last"]}
+TORCHRUN_1 = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
+LAUNCHERS = {"plain": ([], []), "torchrun": (TORCHRUN_1, []), "torchrun-sync-bn": (TORCHRUN_1, ["--sync-bn"])}
 
 
 COUNT, POSITIVE = number(int, 0), number(int, 1)
@@ -39,6 +41,9 @@ def get_args_parser():
     p.add_argument("--student", default="resnet18")
     p.add_argument("--workers", type=COUNT, default=default_workers())
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--scripts", nargs="+", default=["train.py", "train_kd.py"], choices=["train.py", "train_kd.py"])
+    p.add_argument("--launchers", nargs="+", default=["plain"], choices=list(LAUNCHERS),
+                   help="plain python, or torchrun with one process (the process group's cost), with --sync-bn")
     p.add_argument("--no-cuda", action="store_true")
     p.add_argument("--work", default=None, help="folder for data and runs (default: a temporary one)")
     p.add_argument("--json", default=None)
@@ -62,24 +67,27 @@ def main(a):
               "--batch-size", str(a.batch_size), "--workers", str(a.workers), "--no-val", "--no-pretrained",
               "--backbone", a.student, "--run-dir", os.path.join(work, "run")] + (["--no-cuda"] if a.no_cuda else [])
     rows = []
-    for setting in a.settings:
-        for script, extra in (("train.py", []), ("train_kd.py", ["--teacher_path", teacher, "--no-warmup"])):
-            name = f"{script[:-3]}-{setting}"
-            cmd = [sys.executable, os.path.join(ROOT, script), *common, *extra, *SETTINGS[setting], "--checkname", name]
-            print("$", " ".join(cmd[1:]), flush=True)
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
-            if out.returncode != 0:
-                sys.exit(f"error: {script} failed: {out.stderr.strip().splitlines()[-1] if out.stderr else ''}")
-            runs = sorted(glob.glob(os.path.join(work, "run", "synthetic", name, "experiment_*", "history.json")),
-                          key=os.path.getmtime)
-            train = json.load(open(runs[-1]))[-1]["train"]
-            rows.append({"script": script, "setting": setting, "images_per_s": train["images_per_s"],
-                         "data_wait": train["data_wait"]})
+    extras = {"train.py": [], "train_kd.py": ["--teacher_path", teacher, "--no-warmup"]}
+    cells = [(s, script, launcher) for s in a.settings for script in a.scripts for launcher in a.launchers]
+    for setting, script, launcher in cells:
+        name, (launch, flags) = f"{script[:-3]}-{setting}-{launcher}", LAUNCHERS[launcher]
+        cmd = [sys.executable, *launch, os.path.join(ROOT, script), *common, *extras[script], *SETTINGS[setting],
+               *flags, "--checkname", name]
+        print("$", " ".join(cmd[1:]), flush=True)
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+        if out.returncode != 0:
+            sys.exit(f"error: {script} failed: {out.stderr.strip().splitlines()[-1] if out.stderr else ''}")
+        runs = sorted(glob.glob(os.path.join(work, "run", "synthetic", name, "experiment_*", "history.json")),
+                      key=os.path.getmtime)
+        train = json.load(open(runs[-1]))[-1]["train"]
+        rows.append({"script": script, "setting": setting, "launcher": launcher,
+                     "images_per_s": train["images_per_s"], "data_wait": train["data_wait"]})
     device = torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()}"
     print(f"\n{device}, {a.size} px, batch {a.batch_size}, {n} images, {a.workers} workers, one epoch\n")
-    print("| script | precision | images/s | waiting for data |\n|---|---|---|---|")
+    print("| script | precision | launcher | images/s | waiting for data |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['script']} | {r['setting']} | {r['images_per_s']:.2f} | {100 * r['data_wait']:.0f}% |")
+        print(f"| {r['script']} | {r['setting']} | {r['launcher']} | {r['images_per_s']:.2f} | "
+              f"{100 * r['data_wait']:.0f}% |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"device": device, "size": a.size, "batch_size": a.batch_size, "images": n,

@@ -1,0 +1,170 @@
+"""The CUDA paths in one command, on generated data: one JSON and one table (about 8 minutes on one H100/H200).
+
+1. ``step_time.py`` at crop 513, batch 6, ResNet-101 -> ResNet-18: fp32, ``--amp``, ``--amp --channels-last``,
+   ``--amp --channels-last --compile``: student step, teacher forward, AttnFD step, the ratio to the floor, peak
+   CUDA memory of each phase alone (not under --compile: each phase would compile again);
+2. the same AttnFD step (``--amp --channels-last``) with the teacher in eval mode, and with each comparison method
+   on beside AttnFD, one line each;
+3. whole-CLI throughput of ``train_kd.py``: plain, ``torchrun --nproc_per_node 1``, and with ``--sync-bn``;
+4. ``train_kd.py`` for 2 epochs in fp32, ``--amp`` and ``--amp --amp-dtype fp16`` (GradScaler), same data and seed:
+   every loss finite, the final train losses within ``--tolerance`` (relative) of fp32's.
+
+It checks the targets of the speed work (on H100/H200-class GPUs): AttnFD step / (student step + teacher
+forward) <= 1.10 in fp32 and AMP; ``--amp --channels-last`` AttnFD step <= 0.5 x fp32; AttnFD-step peak memory
+<= 1.2 x the student step's + the teacher forward's; 1-GPU torchrun within 5% of plain.
+
+python benchmarks/gpu_check.py --json gpu_check.json
+python benchmarks/gpu_check.py --device cpu --quick      # the CPU dry run: tiny sizes, every section once
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from dataloaders.synthetic import generate  # noqa: E402
+from distillation import METHODS  # noqa: E402
+from modeling import DeepLab  # noqa: E402
+from utils.cli import ArgumentParser, number  # noqa: E402
+from utils.saver import save_atomic  # noqa: E402
+
+STEP_SETTINGS = {"fp32": [], "amp": ["--amp"], "amp+channels_last": ["--amp", "--channels-last"],
+                 "amp+channels_last+compile": ["--amp", "--channels-last", "--compile", "--no-memory"]}
+
+
+def get_args_parser():
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true", help="tiny sizes and one case per section (the CPU dry run)")
+    p.add_argument("--tolerance", type=number(float, 0), default=0.05,
+                   help="largest relative difference of an AMP run's final train loss from fp32's")
+    p.add_argument("--work", default=None, help="folder for data and runs (default: a temporary one)")
+    p.add_argument("--json", default=None, help="write the results to this JSON file")
+    return p
+
+
+def python(*args, env=None):
+    """Run a script of this project; its stdout, or an error naming the command and its last line."""
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=env)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["(no output)"])[-1]
+        sys.exit(f"error: {' '.join(os.path.basename(str(a)) for a in args[:2])} failed: {last}")
+    return out.stdout
+
+
+def step_times(a, work):
+    size = ["--crop", "64", "--batch-size", "2", "--iters", "2", "--warmup", "1"] if a.quick else \
+        ["--crop", "513", "--batch-size", "6", "--iters", "20", "--warmup", "5"]
+    base = [os.path.join(ROOT, "benchmarks", "step_time.py"), "--device", a.device, *size]
+    if a.quick:
+        base += ["--student", "mobilenet", "--teacher", "resnet18"]
+    # a step_time.py run that measured no memory (--no-memory) reports NaN peaks
+    runs = dict(STEP_SETTINGS)
+    if a.quick:  # the memory processes once (fp32), no compile
+        runs = {"fp32": [], **{k: STEP_SETTINGS[k] + ["--no-memory"] for k in ("amp", "amp+channels_last")}}
+    methods = ["kd"] if a.quick else [m for m in METHODS if m != "attnfd"]
+    variants = {**({} if a.quick else {"teacher-eval": ["--no-teacher-train-mode"]}),
+                **{f"+{m}": ["--methods", "attnfd", m] + (["--no-memory"] if a.quick else []) for m in methods}}
+    rows = {}
+    for name, flags in [*runs.items(), *((k, STEP_SETTINGS["amp+channels_last"] + v) for k, v in variants.items())]:
+        path = os.path.join(work, f"step-{name}.json")
+        python(*base, *flags, "--json", path)
+        with open(path) as f:
+            rows[name] = json.load(f)
+    return rows
+
+
+def throughput(a, work):
+    size = ["--size", "48", "--images", "4", "--batch-size", "2", "--settings", "fp32"] if a.quick else \
+        ["--size", "513", "--images", "96", "--batch-size", "6", "--settings", "amp+channels_last"]
+    path = os.path.join(work, "throughput.json")
+    launchers = ["plain", "torchrun"] + ([] if a.quick else ["torchrun-sync-bn"])
+    python(os.path.join(ROOT, "benchmarks", "throughput.py"), *size, "--scripts", "train_kd.py", "--launchers",
+           *launchers, "--work", os.path.join(work, "throughput"), "--json", path,
+           *(["--no-cuda"] if a.device == "cpu" else []))
+    with open(path) as f:
+        return json.load(f)["rows"]
+
+
+def amp_agreement(a, work):
+    """Final train losses of 2-epoch train_kd.py runs in fp32, bf16/auto AMP and fp16 AMP from the same seed."""
+    n, size = (4, 32) if a.quick else (48, 257)
+    data = os.path.join(work, "amp-data")
+    generate(data, n, 4, size, seed=0)
+    teacher = os.path.join(work, "amp-teacher.pth.tar")
+    torch.manual_seed(0)
+    save_atomic({"state_dict": DeepLab(num_classes=7, backbone="resnet18").state_dict(),
+                 "args": {"backbone": "resnet18"}}, teacher)
+    env = {**os.environ, "ATTNFD_SYNTHETIC_ROOT": os.path.join(data, "VOC2012")}
+    common = [os.path.join(ROOT, "train_kd.py"), "--dataset", "synthetic", "--base-size", str(size), "--crop-size",
+              str(size), "--batch-size", "2" if a.quick else "6", "--epochs", "2", "--lr", "0.01", "--no-pretrained",
+              "--workers", "0" if a.quick else "4", "--teacher_path", teacher, "--no-val", "--seed", "3",
+              "--run-dir", os.path.join(work, "amp-runs")]
+    common += ["--no-cuda"] if a.device == "cpu" else []
+    out = {}
+    for name, flags in (("fp32", []), ("amp", ["--amp"]), ("amp-fp16", ["--amp", "--amp-dtype", "fp16"])):
+        python(*common, *flags, "--checkname", name, env=env)
+        with open(os.path.join(work, "amp-runs", "synthetic", name, "experiment_0", "history.json")) as f:
+            history = json.load(f)
+        losses = [v for h in history for k, v in h["train"].items() if k not in ("images_per_s", "data_wait")]
+        out[name] = {"final_loss": history[-1]["train"]["total_loss_iter"],
+                     "finite": all(math.isfinite(v) for v in losses)}
+    for name in ("amp", "amp-fp16"):
+        out[name]["relative_to_fp32"] = abs(out[name]["final_loss"] / out["fp32"]["final_loss"] - 1)
+    return out
+
+
+def report(r, a):
+    """The table, and the targets' verdicts."""
+    lines = ["| run | student step ms | teacher fwd ms | AttnFD step ms | step / floor | peak MiB (step / sum) |",
+             "|---|---|---|---|---|---|"]
+    for name, s in r["step"].items():
+        ph = s["phases"]
+        peak = f"{ph['kd']['peak_mb']:.0f} ({s['kd_memory_over_sum']:.2f})" if math.isfinite(ph["kd"]["peak_mb"]) \
+            else "-"
+        lines.append(f"| {name} | {ph['student']['median_ms']:.1f} | {ph['teacher']['median_ms']:.1f} | "
+                     f"{ph['kd']['median_ms']:.1f} | {s['kd_over_floor']:.3f} | {peak} |")
+    lines += ["", "| train_kd.py | images/s | waiting for data |", "|---|---|---|"]
+    lines += [f"| {t['launcher']} | {t['images_per_s']:.2f} | {100 * t['data_wait']:.0f}% |" for t in r["throughput"]]
+    lines += ["", "| precision | final train loss | relative to fp32 | finite |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['final_loss']:.4f} | {v.get('relative_to_fp32', 0):.3f} | {v['finite']} |"
+              for k, v in r["amp"].items()]
+    step, tput, amp = r["step"], {t["launcher"]: t["images_per_s"] for t in r["throughput"]}, r["amp"]
+    checks = {"AttnFD step / floor <= 1.10 (fp32)": step["fp32"]["kd_over_floor"] <= 1.10,
+              "AttnFD step / floor <= 1.10 (amp)": step["amp"]["kd_over_floor"] <= 1.10,
+              "amp+channels_last AttnFD step <= 0.5 x fp32": step["amp+channels_last"]["phases"]["kd"]["median_ms"]
+              <= 0.5 * step["fp32"]["phases"]["kd"]["median_ms"],
+              "AttnFD peak memory <= 1.2 x (student + teacher)": step["fp32"]["kd_memory_over_sum"] <= 1.2,
+              "torchrun 1 process within 5% of plain": tput["torchrun"] >= 0.95 * tput["plain"],
+              f"AMP final losses within {a.tolerance:g} of fp32, all finite":
+                  all(v["finite"] for v in amp.values())
+                  and all(amp[k]["relative_to_fp32"] <= a.tolerance for k in ("amp", "amp-fp16"))}
+    lines += [""] + [f"{'PASS' if ok else 'FAIL'}  {name}" for name, ok in checks.items()]
+    return "\n".join(lines), checks
+
+
+def main(a):
+    work = a.work or tempfile.mkdtemp(prefix="attnfd-gpu-check-")
+    os.makedirs(work, exist_ok=True)
+    device = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"cpu x{torch.get_num_threads()}"
+    print(f"{device}, torch {torch.__version__}; work folder {work}", flush=True)
+    r = {"device": device, "torch": torch.__version__, "quick": a.quick}
+    r["step"] = step_times(a, work)
+    r["throughput"] = throughput(a, work)
+    r["amp"] = amp_agreement(a, work)
+    table, checks = report(r, a)
+    r["checks"] = checks
+    print(table)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(r, f, indent=2)
+    return r
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
