@@ -156,8 +156,6 @@ def cases(tmp, f, root, broken):
         ("--resume of a finished run", "train.py", [*kd, "--resume", ckpt], "nothing is left to train", {}),
         ("--checkname out of --run-dir", "train.py", [*kd, "--checkname", "../../escape"], "plain folder name", {}),
         ("--start_epoch past --epochs", "train.py", [*kd, "--start_epoch", "1"], "nothing to train", {}),
-        ("a dataset without a root", "train.py", [*kd[2:], "--dataset", "synthetic"], "synthetic root not found",
-         {"ATTNFD_SYNTHETIC_ROOT": str(tmp / "nowhere")}),
         ("a broken image found in epoch 0", "train.py", [*kd], "unreadable image", {"ATTNFD_SYNTHETIC_ROOT": broken}),
     ]
 

@@ -62,7 +62,7 @@ def test_teacher_baseline_distillation_resume_and_eval(work):
     runs = tmp / "run" / "synthetic"
 
     # teacher with CBAM in the forward path
-    run("train.py", "--backbone", "resnet101", "--epochs", "1", "--attention-in-path", "--checkname", "teacher",
+    run("train.py", "--backbone", "resnet18", "--epochs", "1", "--attention-in-path", "--checkname", "teacher",
         *COMMON, env=env, cwd=tmp)
     teacher = load(runs / "teacher" / "model_best.pth.tar")
     assert teacher["epoch"] == 1 and teacher["args"]["attention_in_path"] is True

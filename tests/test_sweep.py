@@ -12,8 +12,8 @@ import sweep
 from dataloaders.synthetic import generate
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMON = ["--dataset", "synthetic", "--base-size", "48", "--crop-size", "48", "--batch-size", "4",
-          "--workers", "1", "--no-pretrained", "--no-cuda", "--epochs", "1"]
+COMMON = ["--dataset", "synthetic", "--base-size", "32", "--crop-size", "32", "--batch-size", "4",
+          "--workers", "0", "--no-pretrained", "--no-cuda", "--epochs", "1"]
 
 
 def cli(script, *args, env, cwd):
@@ -23,7 +23,7 @@ def cli(script, *args, env, cwd):
 
 @pytest.mark.slow
 def test_sweep_writes_the_tables_reports_failures_skips_finished_runs_and_attention_maps(tmp_path):
-    root = generate(tmp_path / "data", n_train=8, n_val=2, size=48, seed=0)
+    root = generate(tmp_path / "data", n_train=8, n_val=2, size=32, seed=0)
     env = dict(os.environ, ATTNFD_SYNTHETIC_ROOT=root, PYTHONUNBUFFERED="1")
     p = cli("train.py", "--backbone", "resnet18", "--checkname", "teacher", "--run-dir", "teacher", *COMMON,
             env=env, cwd=tmp_path)
