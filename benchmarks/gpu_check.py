@@ -64,7 +64,7 @@ def step_times(a, work):
     if a.quick:
         base += ["--student", "mobilenet", "--teacher", "resnet18"]
     # a step_time.py run that measured no memory (--no-memory) reports NaN peaks
-    runs = {"fp32": []} if a.quick else dict(STEP_SETTINGS)  # --quick: each code path once
+    runs = {"fp32": ["--no-memory"]} if a.quick else dict(STEP_SETTINGS)  # --quick: each code path once
     methods = ["kd"] if a.quick else [m for m in METHODS if m != "attnfd"]
     variants = {**({} if a.quick else {"teacher-eval": ["--no-teacher-train-mode"]}),
                 **{f"+{m}": ["--methods", "attnfd", m] + (["--no-memory"] if a.quick else []) for m in methods}}

@@ -152,10 +152,10 @@ def test_checkpoint_written_under_amp_is_fp32_and_predicts_like_bf16(tmp_path, m
 
 
 def test_gpu_check_dry_run_on_cpu(tmp_path):
-    """benchmarks/gpu_check.py --quick on the CPU: every section runs (step_time.py with its memory processes,
-    a variant with another method under --amp --channels-last, throughput.py, 2-epoch
-    fp32 and fp16 + GradScaler runs) and lands in one JSON with the targets' verdicts (which a CPU at these sizes
-    need not pass)."""
+    """benchmarks/gpu_check.py --quick on the CPU: every section runs (step_time.py without its memory processes,
+    which the next test runs in-process; a variant with another method under --amp --channels-last;
+    throughput.py; 2-epoch fp32 and fp16 + GradScaler runs) and lands in one JSON with the targets' verdicts
+    (which a CPU at these sizes need not pass)."""
     out = tmp_path / "gpu_check.json"
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--quick",
                         "--work", str(tmp_path / "work"), "--json", str(out)], capture_output=True, text=True,
@@ -166,7 +166,6 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     for row in r["step"].values():
         assert set(row["phases"]) == {"student", "teacher", "kd"} and row["kd_over_floor"] > 0
         assert all(ph["median_ms"] > 0 for ph in row["phases"].values())
-    assert all(ph["peak_mb"] >= 0 for ph in r["step"]["fp32"]["phases"].values())
     assert r["step"]["+kd"]["methods"] == ["attnfd", "kd"]
     precision = r["step"]["+kd"]["precision"]
     assert "channels_last" in precision and ("bf16" in precision or "no native bf16" in precision)
@@ -175,3 +174,19 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     assert set(r["amp"]) == {"fp32", "amp-fp16"} and all(v["finite"] for v in r["amp"].values())
     assert len(r["checks"]) == 3 and all(isinstance(v, bool) for v in r["checks"].values())
     assert "PASS" in p.stdout or "FAIL" in p.stdout
+
+
+def test_step_time_phases_and_their_peak_memory(capsys):
+    """What each of step_time.py's per-phase processes runs (peak memory of one phase built alone), and the timing
+    loop of its main process, here in-process on tiny inputs."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import step_time
+
+    a = step_time.get_args_parser().parse_args(["--device", "cpu", "--student", "mobilenet", "--teacher", "resnet18",
+                                                "--crop", "32", "--batch-size", "2", "--warmup", "0", "--iters", "1",
+                                                "--methods", "attnfd", "overhaul", "--phase", "kd"])
+    step_time.peak_memory(a)
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["phase"] == "kd" and line["peak_mb"] >= 0
+    times = step_time.timings(a)
+    assert set(times) == set(step_time.PHASES) and all(t["median_ms"] > 0 for t in times.values())
