@@ -31,7 +31,7 @@ from dataloaders.synthetic import generate  # noqa: E402
 from distillation import METHODS  # noqa: E402
 from modeling import DeepLab  # noqa: E402
 from utils.cli import ArgumentParser, number  # noqa: E402
-from utils.saver import save_atomic  # noqa: E402
+from utils.saver import save_atomic, write_text_atomic  # noqa: E402
 
 STEP_SETTINGS = {"fp32": [], "amp": ["--amp"], "amp+channels_last": ["--amp", "--channels-last"],
                  "amp+channels_last+compile": ["--amp", "--channels-last", "--compile", "--no-memory"]}
@@ -164,8 +164,7 @@ def main(a):
     r["checks"] = checks
     print(table)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(r, f, indent=2)
+        write_text_atomic(a.json, json.dumps(r, indent=2))
     return r
 
 
