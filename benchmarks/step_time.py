@@ -79,7 +79,8 @@ def build(a, phases):
     y = torch.randint(0, a.classes, (a.batch_size, a.crop, a.crop), device=device)
     ce = SegmentationLosses().build_loss("ce")
     student = DeepLab(num_classes=a.classes, backbone=a.student) if phases != ["teacher"] else None
-    teacher = DeepLab(num_classes=a.classes, backbone=a.teacher) if phases != ["student"] else None
+    teacher = DeepLab(num_classes=a.classes, backbone=a.teacher, label_channel="lad" in a.methods) \
+        if phases != ["student"] else None  # LAD distils from a label-assisted teacher
     if teacher:
         student_ = student or DeepLab(num_classes=a.classes, backbone="mobilenet")
         methods = {n: {h.name: h.value for h in METHODS[n].hyper} for n in a.methods}  # their papers' values
@@ -91,7 +92,7 @@ def build(a, phases):
 
     def teacher_forward():  # what the distillation step asks of the teacher
         with precision.autocast():
-            net.teacher_features(x, logits="logits" in needs, stages="stages" in needs)
+            net.teacher_features(x, logits="logits" in needs, stages="stages" in needs, labels=y)
 
     fns = {"student": lambda: train_step(compiled[student], ce, opt, precision, x, y),
            "teacher": teacher_forward, "kd": lambda: train_step(compiled[net], ce, opt, precision, x, y)}

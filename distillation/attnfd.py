@@ -82,7 +82,7 @@ class AttnFD(Method):
     warmup, train_with_student, teacher_train_mode, divide_by_batch = True, False, True, False
 
     @classmethod
-    def build(cls, student, teacher, values, missing_attention=()):
+    def build(cls, student, teacher, values, missing_attention=(), dataset=None):
         """Resolves ``teacher_attention`` for the teacher checkpoint (``auto``: the checkpoint's CBAM when present)."""
         try:
             mode, why = resolve_teacher_attention(values["teacher_attention"], missing_attention,

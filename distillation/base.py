@@ -69,6 +69,7 @@ class Method(nn.Module):
     lr_mult = 1.0
     teacher_train_mode = False
     divide_by_batch = True
+    needs_labels = False       # forward also gets ``labels`` (the ground truth, N x H x W, ignore 255)
 
     def __init__(self, student, teacher, **values):
         """``values``: hyperparameters by attribute name; the others take the paper's value."""
@@ -91,9 +92,10 @@ class Method(nn.Module):
         return {h.name: getattr(args, h.dest) for h in cls.hyper}
 
     @classmethod
-    def build(cls, student, teacher, values, missing_attention=()):
+    def build(cls, student, teacher, values, missing_attention=(), dataset=None):
         """The method for a student and teacher; ``missing_attention``: the teacher's CBAM keys its checkpoint
-        lacked (for methods that use the teacher's attention)."""
+        lacked (for methods that use the teacher's attention); ``dataset``: the dataset's name (for weights
+        that differ per dataset)."""
         return cls(student, teacher, **values)
 
     def notes(self):
@@ -101,7 +103,8 @@ class Method(nn.Module):
         return [f"{self.title}: " + ", ".join(f"{h.flag} {getattr(self, h.name)}" for h in self.hyper)]
 
     def forward(self, student, teacher, warmup=False):
-        """``student``, ``teacher``: ``modeling.Features``; returns {term name: weighted loss (fp32)}."""
+        """``student``, ``teacher``: ``modeling.Features``; returns {term name: weighted loss (fp32)}.  A method
+        with ``needs_labels`` also takes ``labels``."""
         raise NotImplementedError
 
 

@@ -1,7 +1,9 @@
 """The Distiller: one frozen teacher and one student per step, and the sum of its methods' terms.
 
-``distiller(images, warmup=False) -> (student_logits, {term name: weighted loss})``; the training loop adds
-the student's CE to the sum of the terms and knows nothing about any one method.
+``distiller(images, labels=None, warmup=False) -> (student_logits, {term name: weighted loss})``; the training
+loop adds the student's CE to the sum of the terms and knows nothing about any one method.  ``labels`` (the
+ground truth) reach the methods that declare ``needs_labels`` (CIRKD's class memories) and a label-assisted
+teacher (LAD), whose extra input channel is made from them.
 """
 import torch
 import torch.nn as nn
@@ -10,9 +12,12 @@ from modeling import TAPS
 from utils.distributed import global_batch
 
 from .base import METHODS
+from .labels import label_input
 
 
 class Distiller(nn.Module):
+    takes_labels = True  # the training step passes the ground truth
+
     def __init__(self, student, teacher, methods, teacher_train_mode=False, aspp_dropout=False):
         super().__init__()
         if not methods:
@@ -61,27 +66,33 @@ class Distiller(nn.Module):
         return [line for m in self.methods.values() for line in m.notes()]
 
     @torch.no_grad()
-    def teacher_features(self, images, logits=False, stages=False):
-        """The teacher's taps (and logits / stages only when asked: nothing else is kept)."""
+    def teacher_features(self, images, logits=False, stages=False, labels=None):
+        """The teacher's taps (and logits / stages only when asked: nothing else is kept).  A label-assisted
+        teacher (LAD) gets its label channel from ``labels`` (the fixed encoding of its distillation phase)."""
+        if self.teacher.label_channel:
+            if labels is None:
+                raise ValueError("a label-assisted teacher (train.py --label-assisted) needs the labels")
+            images = label_input(images, labels, self.teacher.num_classes)
         return self.teacher.forward_features(images, logits=logits, aspp_dropout=self.aspp_dropout, stages=stages)
 
     def student_features(self, images, stages=False):
         return self.student.forward_features(images, aspp_dropout=self.aspp_dropout, stages=stages)
 
-    def forward(self, images, warmup=False):
+    def forward(self, images, labels=None, warmup=False):
         """Student logits and every active method's terms.  ``warmup=True`` (epoch 0 of the AttnFD and
         Overhaul references) runs the student without autograd and only the methods that warm up: their
         modules learn, the student's weights get no gradient (its BN statistics still update)."""
         methods = [m for m in self.methods.values() if m.warmup or not warmup]
         t_needs = set().union(*(m.teacher_needs for m in methods))
         s_needs = set().union(*(m.student_needs for m in methods))
-        t = self.teacher_features(images, logits="logits" in t_needs, stages="stages" in t_needs)
+        t = self.teacher_features(images, logits="logits" in t_needs, stages="stages" in t_needs, labels=labels)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not warmup):
             s = self.student_features(images, stages="stages" in s_needs)
         terms = {}
         for m in methods:
             scale = 1 / global_batch(images) if m.divide_by_batch else 1
-            terms.update({k: v * scale for k, v in m(s, t, warmup=warmup).items()})
+            given = {"labels": labels} if m.needs_labels else {}
+            terms.update({k: v * scale for k, v in m(s, t, warmup=warmup, **given).items()})
         return s.logits, terms
 
 
@@ -96,13 +107,15 @@ def teacher_train_mode(requested, methods):
                          else "auto: the active methods' references keep the teacher in eval mode")
 
 
-def build_distiller(student, teacher, methods, teacher_train_mode=False, aspp_dropout=False, missing_attention=()):
+def build_distiller(student, teacher, methods, teacher_train_mode=False, aspp_dropout=False, missing_attention=(),
+                    dataset=None):
     """The Distiller of ``methods`` ({name: hyperparameter values}, in registry order); ValueError (one line,
-    naming the flag) for impossible settings."""
+    naming the flag) for impossible settings.  ``dataset``: the dataset name, for the methods whose published
+    weights differ between datasets (CIRKD, Af-DCD)."""
     if not methods:
         raise ValueError("every distillation weight is 0 (" + ", ".join(f"--{m.hyper[0].flag}" for m in
                                                                       METHODS.values())
                          + "): turn one on, or train the baseline with train.py")
-    built = [METHODS[name].build(student, teacher, values, missing_attention=missing_attention)
+    built = [METHODS[name].build(student, teacher, values, missing_attention=missing_attention, dataset=dataset)
              for name, values in methods.items()]
     return Distiller(student, teacher, built, teacher_train_mode=teacher_train_mode, aspp_dropout=aspp_dropout)

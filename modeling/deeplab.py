@@ -4,6 +4,8 @@
 logits plus the features distillation needs (``Features``): the three AttnFD taps and the pre-ReLU
 backbone stage outputs.  With ``attention_in_path=True`` the model's CBAM modules refine the three
 taps inside the forward path, so a teacher trained that way has attention weights that were trained.
+With ``label_channel=True`` the first convolution takes a 4th input channel, a label map (Label-Assisted
+Distillation's teacher, ``distillation.labels``); a 3-channel input then gets an all-zero 4th channel.
 """
 from dataclasses import dataclass, field
 
@@ -28,12 +30,15 @@ class Features:
 
 class DeepLab(nn.Module):
     def __init__(self, num_classes=21, backbone="resnet101", output_stride=16, pretrained_backbone=False,
-                 attention_in_path=False, freeze_bn=False):
+                 attention_in_path=False, freeze_bn=False, label_channel=False):
         super().__init__()
         self.backbone_name = backbone
         self.num_classes = num_classes
         self.attention_in_path = attention_in_path
+        self.label_channel = label_channel
         self.backbone = build_backbone(backbone, output_stride, pretrained_backbone)
+        if label_channel:
+            _add_input_channel(self.backbone)
         self.aspp = ASPP(self.backbone.out_channels, output_stride)
         self.decoder = Decoder(num_classes, self.backbone.low_level_channels)
         self.bn_frozen = freeze_bn
@@ -55,6 +60,8 @@ class DeepLab(nn.Module):
         ``forward`` (training a baseline, validation) keeps it.  The decoder's dropouts always stay.
         """
         size = x.shape[2:]
+        if self.label_channel and x.shape[1] == 3:
+            x = torch.cat([x, x.new_zeros(x.shape[0], 1, *size)], 1)
         keep_stages, stages = stages, self.backbone(x)
         act = F.relu if self.backbone.stage_relu else (lambda t: t)
         refine = self.attention() if self.attention_in_path else dict.fromkeys(TAPS, nn.Identity())
@@ -118,6 +125,21 @@ class DeepLab(nn.Module):
         return [{"params": params(self.backbone), "lr": lr}, {"params": params(self.aspp, self.decoder), "lr": lr * 10}]
 
 
+def _add_input_channel(backbone):
+    """The backbone's first convolution with a 4th input channel: the RGB weights kept, the new channel's
+    N(0, 0.1^2) (Label-Assisted Distillation pads its ImageNet weights so).  Its state-dict key stays."""
+    name, conv = next((n, m) for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d))
+    wide = nn.Conv2d(conv.in_channels + 1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                     conv.dilation, conv.groups, conv.bias is not None)
+    with torch.no_grad():
+        wide.weight[:, :conv.in_channels] = conv.weight
+        wide.weight[:, conv.in_channels:] = 0.1 * torch.randn_like(conv.weight[:, :1])
+        if conv.bias is not None:
+            wide.bias.copy_(conv.bias)
+    parent = backbone.get_submodule(name.rpartition(".")[0]) if "." in name else backbone
+    setattr(parent, name.rpartition(".")[2], wide)
+
+
 def num_params(module, attention=True):
     """Parameter count, optionally without CBAM modules."""
     return sum(p.numel() for n, p in module.named_parameters() if attention or ".cbam." not in f".{n}")
@@ -150,7 +172,8 @@ def model_from_checkpoint(checkpoint, backbone=None, output_stride=None, num_cla
         num_classes = weight.shape[0]
     model = DeepLab(num_classes=num_classes, backbone=backbone or saved.get("backbone", default_backbone),
                     output_stride=output_stride or saved.get("out_stride", 16),
-                    attention_in_path=bool(saved.get("attention_in_path", False)))
+                    attention_in_path=bool(saved.get("attention_in_path", False)),
+                    label_channel=bool(saved.get("label_assisted", False)))
     return model, load_checkpoint(model, state), saved
 
 

@@ -2,19 +2,39 @@
 # The README's "Comparison methods" table: baseline and each distillation method alone (its papers' weight,
 # every other weight 0), same data, schedule and seeds, on the study's easy synthetic task.
 #   bash scripts/methods.sh [OUT]        (OUT defaults to study/; reuses the study's data and teacher)
-# CPU: about 65 minutes on 2 cores for 5 seeds (plus the teacher, ~25 min, if scripts/study.sh has not made it).
+#   ROWS="baseline cirkd lad afdcd" bash scripts/methods.sh      (some rows only; finished cells are reused)
+# LAD distils from its own label-assisted ResNet-18 teacher (train.py --label-assisted), trained once here.
+# CPU: about 90 minutes on 2 cores for 5 seeds of the 11 rows (plus the teacher, ~25 min, if scripts/study.sh
+# has not made it).
 # shellcheck source=scripts/tasks.sh
 source "$(dirname "$0")/tasks.sh" "$@"
 task easy
+ROWS=${ROWS:-"baseline attnfd kd at overhaul cwd dist skd cirkd lad afdcd"}
+LAD_T=$OUT/teachers/synthetic/lad-teacher-easy/experiment_0/checkpoint.pth.tar
+if [[ " $ROWS " == *" lad "* && ! -f $LAD_T ]]; then
+  # shellcheck disable=SC2086
+  ATTNFD_SYNTHETIC_ROOT=$root python train.py --backbone resnet18 --label-assisted --epochs 20 --eval-interval 5 \
+    --seed 1 --run-dir "$OUT/teachers" --checkname lad-teacher-easy $COMMON --workers 1
+fi
 KD="train_kd.py --teacher_path $T --attn_lambda 0"
+declare -A ROW=(
+  [baseline]="train.py"
+  [attnfd]="train_kd.py --teacher_path $T"
+  [kd]="$KD --kd_lambda 1"
+  [at]="$KD --at_lambda 1000"
+  [overhaul]="$KD --overhaul_lambda 1e-5"
+  [cwd]="$KD --cwd_lambda 3"
+  [dist]="$KD --dist_lambda 1"
+  [skd]="$KD --skd_lambda 0.5"
+  [cirkd]="$KD --cirkd_lambda 1"
+  [lad]="train_kd.py --teacher_path $LAD_T --attn_lambda 0 --lad_lambda 3"
+  [afdcd]="$KD --afdcd_lambda 1"
+)
+runs=()
+for name in $ROWS; do
+  [ -n "${ROW[$name]:-}" ] || { echo "methods.sh: unknown row '$name' in ROWS (rows: ${!ROW[*]})" >&2; exit 2; }
+  runs+=(--run "$name" "${ROW[$name]}")
+done
 # shellcheck disable=SC2086
-ATTNFD_SYNTHETIC_ROOT=$root python sweep.py --out "$OUT/methods" --jobs "$JOBS" --seeds $SEEDS \
-  --run baseline "train.py" \
-  --run attnfd "train_kd.py --teacher_path $T" \
-  --run kd "$KD --kd_lambda 1" \
-  --run at "$KD --at_lambda 1000" \
-  --run overhaul "$KD --overhaul_lambda 1e-5" \
-  --run cwd "$KD --cwd_lambda 3" \
-  --run dist "$KD --dist_lambda 1" \
-  --run skd "$KD --skd_lambda 0.5" \
+ATTNFD_SYNTHETIC_ROOT=$root python sweep.py --out "$OUT/methods" --jobs "$JOBS" --seeds $SEEDS "${runs[@]}" \
   -- --backbone resnet18 --epochs 10 $COMMON

@@ -43,13 +43,15 @@ def ref_sd():
     return reference_state_dict
 
 
-def save_random_checkpoint(path, backbone="resnet18", num_classes=7, output_stride=16):
-    """A seeded, randomly initialised DeepLab checkpoint that records its backbone (and a non-default stride)."""
+def save_random_checkpoint(path, backbone="resnet18", num_classes=7, output_stride=16, label_assisted=False):
+    """A seeded, randomly initialised DeepLab checkpoint that records its backbone (and a non-default stride, and
+    ``label_assisted``: LAD's teacher, with a label input channel)."""
     from modeling import DeepLab
     from utils.saver import save_atomic
 
     torch.manual_seed(0)
-    args = {"backbone": backbone, **({"out_stride": output_stride} if output_stride != 16 else {})}
-    save_atomic({"state_dict": DeepLab(num_classes=num_classes, backbone=backbone,
-                                       output_stride=output_stride).state_dict(), "args": args}, str(path))
+    args = {"backbone": backbone, **({"out_stride": output_stride} if output_stride != 16 else {}),
+            **({"label_assisted": True} if label_assisted else {})}
+    save_atomic({"state_dict": DeepLab(num_classes=num_classes, backbone=backbone, output_stride=output_stride,
+                                       label_channel=label_assisted).state_dict(), "args": args}, str(path))
     return path

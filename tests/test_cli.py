@@ -125,33 +125,38 @@ def test_teacher_baseline_distillation_resume_and_eval(work):
     assert len(list((tmp / "vis").glob("*_overlay.png"))) == 2
 
 
-def test_all_seven_methods_at_once_with_a_mobilenet_student(work, tmp_path):
-    """AttnFD + KD + AT + Overhaul + CWD + DIST + SKD in one run: epoch 0 warms up the AttnFD and Overhaul
-    connectors alone; after it (here a resumed run) the student and Overhaul's connectors learn, AttnFD's stay."""
+def test_all_ten_methods_at_once_with_a_mobilenet_student(work, tmp_path):
+    """AttnFD + KD + AT + Overhaul + CWD + DIST + SKD + CIRKD + LAD + Af-DCD in one run (a label-assisted teacher,
+    as LAD needs): epoch 0 warms up the AttnFD and Overhaul connectors alone; after it (here a resumed run) the
+    student and the connectors of Overhaul, CIRKD and Af-DCD learn, AttnFD's stay; CIRKD's queues fill."""
     _, env = work
-    teacher = save_random_checkpoint(tmp_path / "teacher.pth.tar")
+    teacher = save_random_checkpoint(tmp_path / "teacher.pth.tar", label_assisted=True)
     kd = ["--backbone", "mobilenet", "--teacher_path", str(teacher), "--checkname", "all", *COMMON,
           "--attn_lambda", "2", "--kd_lambda", "1", "--at_lambda", "1000", "--overhaul_lambda", "1e-5",
-          "--cwd_lambda", "3", "--dist_lambda", "1", "--skd_lambda", "0.5"]
+          "--cwd_lambda", "3", "--dist_lambda", "1", "--skd_lambda", "0.5", "--cirkd_lambda", "1",
+          "--cirkd_pixel_memory", "64", "--cirkd_region_memory", "16", "--lad_lambda", "3", "--afdcd_lambda", "1"]
     p = run("train_kd.py", "--epochs", "1", *kd, env=env, cwd=tmp_path)
-    for method in ("AttnFD", "KD", "AT", "Overhaul", "CWD", "DIST", "SKD"):
+    for method in ("AttnFD", "KD", "AT", "Overhaul", "CWD", "DIST", "SKD", "CIRKD", "LAD", "Af-DCD"):
         assert f"Distillation: {method}:" in p.stdout
-    assert "teacher mode: train" in p.stdout
+    assert "teacher mode: train" in p.stdout and "label-assisted: its 4th input channel" in p.stdout
     exp = tmp_path / "run" / "synthetic" / "all" / "experiment_0"
     warm = load(exp / "checkpoint.pth.tar")
-    assert {k.split(".")[0] for k in warm["connectors"]} == {"attnfd", "overhaul"}
+    assert {k.split(".")[0] for k in warm["connectors"]} == {"attnfd", "overhaul", "cirkd", "afdcd"}
     run("train_kd.py", "--epochs", "2", "--resume", str(exp / "checkpoint.pth.tar"), *kd, env=env, cwd=tmp_path)
     final = load(exp / "checkpoint.pth.tar")
     assert final["epoch"] == 2 and len(final["history"]) == 2
     weights = [k for k in final["connectors"] if k.endswith("0.weight")]
     moved = {k.split(".")[0] for k in weights if not torch.equal(final["connectors"][k], warm["connectors"][k])}
-    assert moved == {"overhaul"}
+    assert moved == {"overhaul", "cirkd", "afdcd"}
+    queues = final["connectors"]["cirkd._extra_state"]
+    assert queues["pixel"].shape == (7, 64, 256) and queues["pixel_ptr"].sum() > 0
+    assert not torch.equal(queues["region"], warm["connectors"]["cirkd._extra_state"]["region"])
     assert any(not torch.equal(v, warm["state_dict"][k]) for k, v in final["state_dict"].items())
-    assert {f"train/{t}" for t in ("attnfd/backbone", "kd", "at", "overhaul", "cwd", "dist", "skd",
-                                   "distill/total")} <= tags(exp)
+    assert {f"train/{t}" for t in ("attnfd/backbone", "kd", "at", "overhaul", "cwd", "dist", "skd", "cirkd/minibatch",
+                                   "cirkd/memory_region", "lad", "afdcd/contrast", "distill/total")} <= tags(exp)
     train = final["history"][-1]["train"]
-    assert {"kd", "at", "overhaul", "cwd", "dist", "skd"} <= set(train) and all(math.isfinite(v) for v in train.values()
-                                                                             if isinstance(v, float))
+    assert {"kd", "at", "overhaul", "cwd", "dist", "skd", "cirkd/kd", "cirkd/memory_pixel", "lad", "afdcd/mimic"} \
+        <= set(train) and all(math.isfinite(v) for v in train.values() if isinstance(v, float))
 
 
 def test_xception_lineage_teacher_gets_parameter_free_attention(work, tmp_path):
@@ -197,13 +202,17 @@ def test_torchrun_two_processes_train_distill_and_resume(work, tmp_path):
     _, env = work
     runs = tmp_path / "run" / "synthetic"
     common = [*COMMON, "--run-dir", str(tmp_path / "run"), "--sync-bn"]
-    p = torchrun("train.py", "--backbone", "resnet18", "--epochs", "1", "--checkname", "t", *common,
-                 env=env, cwd=tmp_path)
+    p = torchrun("train.py", "--backbone", "resnet18", "--epochs", "1", "--checkname", "t", "--label-assisted",
+                 *common, env=env, cwd=tmp_path)  # LAD's teacher: two noised label paths
+    assert {"ce", "lad/ce_path2", "lad/consistency"} <= set(
+        load(runs / "t" / "experiment_0" / "checkpoint.pth.tar")["history"][0]["train"])
     assert "2 processes (DDP, gloo), global batch 4 = 2 x 2" in p.stdout
     assert p.stdout.count("Validation: [Epoch: 0, numImages:     2]") == 1  # rank 0 reports, both images counted
     teacher = runs / "t" / "experiment_0" / "checkpoint.pth.tar"
     kd = ["--backbone", "resnet18", "--teacher_path", str(teacher), "--checkname", "kd", *common,
-          "--kd_lambda", "1", "--overhaul_lambda", "1e-5", "--dist_lambda", "1"]  # + AttnFD: 2 connector sets
+          "--kd_lambda", "1", "--overhaul_lambda", "1e-5", "--dist_lambda", "1", "--cirkd_lambda", "1",
+          "--cirkd_pixel_memory", "64", "--cirkd_region_memory", "16", "--lad_lambda", "3",
+          "--afdcd_lambda", "1"]  # + AttnFD: 4 connector sets
     torchrun("train_kd.py", "--epochs", "2", *kd, env=env, cwd=tmp_path)  # warm-up epoch, then one under DDP
     exp = runs / "kd" / "experiment_0"
     first = load(exp / "checkpoint.pth.tar")
@@ -211,8 +220,9 @@ def test_torchrun_two_processes_train_distill_and_resume(work, tmp_path):
     torchrun("train_kd.py", "--epochs", "3", "--resume", str(exp / "checkpoint.pth.tar"), *kd, env=env, cwd=tmp_path)
     final = load(exp / "checkpoint.pth.tar")
     assert final["epoch"] == 3 and len(final["history"]) == 3
-    assert {"kd", "overhaul", "dist", "attnfd/decoder"} <= set(final["history"][-1]["train"])
-    assert len(final["optimizer"]["param_groups"]) == 3  # backbone, head, Overhaul's connectors
+    assert {"kd", "overhaul", "dist", "attnfd/decoder", "cirkd/memory_pixel", "lad", "afdcd/contrast"} <= set(
+        final["history"][-1]["train"])
+    assert len(final["optimizer"]["param_groups"]) == 5  # backbone, head, Overhaul's, CIRKD's, Af-DCD's modules
     assert sorted(p.name for p in (runs / "kd").iterdir()) == ["experiment_0", "model_best.pth.tar"]
     assert sorted(p.name for p in (runs / "t").iterdir()) == ["experiment_0", "model_best.pth.tar"]
     assert len(list(exp.glob("events.out.tfevents*"))) == 2  # one per run (rank 0), not one per rank

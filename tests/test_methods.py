@@ -1,5 +1,5 @@
-"""The comparison methods (KD, AT, Overhaul, CWD, DIST, SKD) and AttnFD behind one interface: known values
-on hand-built tensors, zero when the student reproduces the teacher, gradients only to the student and
+"""The comparison methods (KD, AT, Overhaul, CWD, DIST, SKD, CIRKD, LAD, Af-DCD) and AttnFD behind one interface:
+known values on hand-built tensors, zero when the student reproduces the teacher, gradients only to the student and
 the connectors, channel/size mismatches, bf16 autocast, and global-batch reductions under torch.distributed."""
 import copy
 import math
@@ -16,10 +16,13 @@ from distillation import (
     at_loss,
     attnfd_loss,
     build_distiller,
+    contrastive_loss,
     cwd_loss,
     dist_loss,
     kd_loss,
     margin_from_bn,
+    mimic_loss,
+    minibatch_loss,
     overhaul_loss,
     overhaul_partial_l2,
     settings_from_args,
@@ -29,7 +32,23 @@ from modeling import DeepLab
 from training import get_args_parser
 
 PAPER = {"attn_lambda": "2", "kd_lambda": "1", "at_lambda": "1000", "overhaul_lambda": "1e-5", "cwd_lambda": "3",
-         "dist_lambda": "1", "skd_lambda": "0.5"}
+         "dist_lambda": "1", "skd_lambda": "0.5", "cirkd_lambda": "1", "lad_lambda": "3", "afdcd_lambda": "1"}
+SMALL = ["--cirkd_pixel_memory", "40", "--cirkd_region_memory", "8"]  # CIRKD's queues, short for tests
+TERMS = {"attnfd": {f"attnfd/{t}" for t in ("backbone", "aspp", "decoder")},
+         "cirkd": {f"cirkd/{t}" for t in ("kd", "minibatch", "memory_pixel", "memory_region")},
+         "afdcd": {f"afdcd/{t}" for t in ("kd", "mimic", "contrast")}}
+
+
+def labels_for(x, num_classes=3):
+    g = torch.Generator().manual_seed(1)
+    y = torch.randint(0, num_classes, (x.shape[0], *x.shape[2:]), generator=g)
+    y[:, :4] = 255  # an ignored band
+    return y
+
+
+def teacher_for(name, backbone="resnet18"):
+    """A random teacher; LAD's is label-assisted (a 4th input channel)."""
+    return DeepLab(num_classes=3, backbone=backbone, label_channel=name == "lad")
 
 
 def flags(*names, extra=()):
@@ -37,7 +56,7 @@ def flags(*names, extra=()):
     argv = []
     for m in METHODS.values():
         argv += [f"--{m.hyper[0].flag}", PAPER[m.hyper[0].flag] if m.name in names else "0"]
-    return settings_from_args(get_args_parser(kd=True).parse_args(argv + list(extra)))
+    return settings_from_args(get_args_parser(kd=True).parse_args(argv + SMALL + list(extra)))
 
 
 # ---- known values on hand-built tensors -------------------------------------------------------------
@@ -126,20 +145,35 @@ def _identity_connectors(distiller):
             m.eps = 0.0
 
 
-@pytest.mark.parametrize("name", list(METHODS))
+def _student_copy(teacher):
+    """A plain student computing what ``teacher`` computes (a label-assisted teacher's label weights zeroed)."""
+    if not teacher.label_channel:
+        return copy.deepcopy(teacher)
+    student = DeepLab(num_classes=teacher.num_classes, backbone=teacher.backbone_name)
+    state = teacher.state_dict()
+    conv = next(k for k, v in state.items() if v.dim() == 4)
+    with torch.no_grad():
+        state[conv][:, 3:] = 0
+    teacher.load_state_dict(state)
+    student.load_state_dict({**state, conv: state[conv][:, :3]})
+    return student
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if n != "afdcd"])  # Af-DCD: below (no zero point)
 def test_loss_is_zero_when_the_student_reproduces_the_teacher(name):
     torch.manual_seed(0)
-    teacher = DeepLab(num_classes=3, backbone="resnet18")
-    student = copy.deepcopy(teacher)
+    teacher = teacher_for(name)
+    student = _student_copy(teacher)
     d = build_distiller(student, teacher, flags(name, extra=["--teacher-attention", "checkpoint"])).eval()
     _identity_connectors(d)
+    x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
-        _, terms = d(torch.randn(2, 3, 48, 48))
+        _, terms = d(x, labels=labels_for(x))
     assert terms and all(abs(v.item()) < 1e-6 for v in terms.values()), terms
     # and not zero for a student with other weights
     d = build_distiller(DeepLab(num_classes=3, backbone="resnet18"), teacher, flags(name)).eval()
     with torch.no_grad():
-        _, terms = d(torch.randn(2, 3, 48, 48))
+        _, terms = d(x, labels=labels_for(x))
     assert sum(terms.values()).item() > 1e-6
 
 
@@ -147,31 +181,33 @@ def test_loss_is_zero_when_the_student_reproduces_the_teacher(name):
 def test_gradients_reach_only_the_student_and_the_connectors(name):
     """MobileNetV2 student (24..320 channels) vs ResNet-18 teacher (64..512): channel mismatches throughout."""
     torch.manual_seed(0)
-    teacher, student = DeepLab(num_classes=3, backbone="resnet18"), DeepLab(num_classes=3, backbone="mobilenet")
+    teacher, student = teacher_for(name), DeepLab(num_classes=3, backbone="mobilenet")
     d = build_distiller(student, teacher, flags(name)).train()
-    _, terms = d(torch.randn(2, 3, 48, 48))
-    assert set(terms) == ({f"attnfd/{t}" for t in ("backbone", "aspp", "decoder")} if name == "attnfd" else {name})
+    x = torch.randn(2, 3, 64, 64)
+    _, terms = d(x, labels=labels_for(x))
+    assert set(terms) == TERMS.get(name, {name})
     sum(terms.values()).backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
     own = list(d.methods[name].parameters())
-    assert all(p.grad is not None for p in own) and bool(own) == (name in ("attnfd", "overhaul"))
+    assert all(p.grad is not None for p in own) and bool(own) == (name in ("attnfd", "overhaul", "cirkd", "afdcd"))
     named = {id(p) for p in student.parameters()} | {id(p) for p in own}
     assert all(id(p) in named for p in d.parameters() if p.grad is not None)
 
 
 def test_warmup_runs_only_the_methods_that_warm_up_and_freezes_the_student():
     torch.manual_seed(0)
-    teacher, student = DeepLab(num_classes=3, backbone="resnet18"), DeepLab(num_classes=3, backbone="mobilenet")
+    teacher, student = teacher_for("lad"), DeepLab(num_classes=3, backbone="mobilenet")
     d = build_distiller(student, teacher, flags(*METHODS)).train()
-    logits, terms = d(torch.randn(2, 3, 48, 48), warmup=True)
+    x = torch.randn(2, 3, 64, 64)
+    logits, terms = d(x, labels=labels_for(x), warmup=True)
     assert {k.split("/")[0] for k in terms} == {"attnfd", "overhaul"} and not logits.requires_grad
     sum(terms.values()).backward()
     assert all(p.grad is None for p in student.parameters())
-    assert all(p.grad is not None for p in d.trainable_modules().parameters())
+    assert all(p.grad is not None for n, m in d.trainable_modules().items() if m.warmup for p in m.parameters())
     groups = {ph: [(g["name"], g["lr"]) for g in d.param_groups(0.1, ph)] for ph in ("warmup", "student", "late")}
-    assert groups == {"warmup": [("attnfd", 0.1), ("overhaul", 1.0)], "student": [("overhaul", 1.0)],
-                      "late": [("attnfd", 0.1)]}
+    assert groups == {"warmup": [("attnfd", 0.1), ("overhaul", 1.0)],
+                      "student": [("overhaul", 1.0), ("cirkd", 0.1), ("afdcd", 0.1)], "late": [("attnfd", 0.1)]}
 
 
 def test_terms_keep_their_papers_ratio_to_this_codebases_batch_averaged_ce():
@@ -198,6 +234,9 @@ LOSSES = {
     "cwd": cwd_loss,
     "dist": dist_loss,
     "skd": skd_pairwise_loss,
+    "cirkd_minibatch": minibatch_loss,
+    "afdcd_mimic": mimic_loss,
+    "afdcd_contrast": lambda s, t: contrastive_loss(s.repeat(1, 4, 1, 1)[:, :16], t.repeat(1, 4, 1, 1)[:, :16], 1),
 }
 
 

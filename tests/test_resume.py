@@ -1,5 +1,6 @@
 """Exact resume: a training subprocess killed with SIGKILL at random points and resumed each time ends
-with the weights of an uninterrupted run, bit for bit (CPU, one thread); no checkpoint is ever unreadable."""
+with the weights of an uninterrupted run, bit for bit (CPU, one thread), CIRKD's class queues included; no
+checkpoint is ever unreadable."""
 import glob
 import os
 import random
@@ -23,7 +24,8 @@ def command(run_dir, teacher, *extra):
     return [sys.executable, str(ROOT / "train_kd.py"), "--dataset", "synthetic", "--backbone", "mobilenet",
             "--base-size", "40", "--crop-size", "32", "--batch-size", "2", "--epochs", "3", "--lr", "0.05",
             "--workers", "1", "--no-pretrained", "--no-cuda", "--teacher_path", str(teacher), "--save-every", "1",
-            "--log-interval", "3", "--run-dir", str(run_dir), "--checkname", "kd", *extra]
+            "--log-interval", "3", "--run-dir", str(run_dir), "--checkname", "kd", "--cirkd_lambda", "1",
+            "--cirkd_pixel_memory", "48", "--cirkd_region_memory", "8", *extra]  # AttnFD + CIRKD
 
 
 def checkpoints(run_dir):
@@ -88,6 +90,10 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(se
     assert kills == 3 and len(seen) >= 3  # killed at several points of the run
     resumed = final_state(run_dir)
     assert resumed["epoch"] == 3
+    queues = reference["connectors"].pop("cirkd._extra_state")
+    assert queues["pixel_ptr"].sum() > 0  # the queues were written to
+    for k, v in queues.items():
+        assert torch.equal(resumed["connectors"]["cirkd._extra_state"][k], v), f"CIRKD's {k} differs"
     for part in ("state_dict", "connectors"):
         for k, v in reference[part].items():
             assert torch.equal(resumed[part][k], v), f"{part} {k} differs from the uninterrupted run"
@@ -100,7 +106,7 @@ def test_sigterm_finishes_the_step_saves_and_says_how_to_resume(setup):
     run_dir = tmp / "term"
     p = subprocess.Popen(command(run_dir, teacher, "--save-every", "0", "--epochs", "30"), env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for _ in range(600):  # wait until training runs (the first epoch's checkpoint exists)
+    for _ in range(3000):  # wait until training runs (the first epoch's checkpoint exists; slow machines too)
         if checkpoints(run_dir):
             break
         time.sleep(0.1)

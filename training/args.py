@@ -75,6 +75,10 @@ def get_args_parser(kd=False):
     p.add_argument("--run-dir", default="run", help="root of run/<dataset>/<checkname>/experiment_<k>")
     if kd:
         add_distillation_flags(p)
+    else:
+        p.add_argument("--label-assisted", action="store_true",
+                       help="train a label-assisted teacher for LAD (train_kd.py --lad_lambda): a 4th input channel "
+                            "holds a noised label map, two noised paths with a consistency term (Qiu et al. 2024)")
     return p
 
 
@@ -106,6 +110,7 @@ def resolve_args(args, kd=False, world=1, cuda=False, gpu_count=0):
     batch 8 a third of the lr a 1-GPU run of batch 8 gets)."""
     a = argparse.Namespace(**vars(args))
     a.kd, a.cuda = kd, cuda
+    a.label_assisted = getattr(a, "label_assisted", False)
     try:
         a.gpu_ids = [int(s) for s in str(a.gpu_ids).split(",")] if a.gpu_ids != "" else [0]
     except ValueError:

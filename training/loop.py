@@ -73,7 +73,8 @@ def train_step(net, criterion, optimizer, precision, image, target, sync_grads=(
     Returns the detached loss values to log, without a host sync.
     """
     with precision.autocast():
-        out = net(image, **kwargs)
+        takes_labels = getattr(getattr(net, "module", net), "takes_labels", False)  # a distiller (DDP: its module)
+        out = net(image, labels=target, **kwargs) if takes_labels else net(image, **kwargs)
     logits, terms = out if isinstance(out, tuple) else (out, {})
     terms = {k: fp32(v) for k, v in terms.items()}
     ce = criterion(fp32(logits), target)

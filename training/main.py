@@ -14,7 +14,7 @@ import torch
 
 from dataloaders import build_loaders, class_names, dataset_root
 from dataloaders.images import InputError
-from distillation import build_distiller, settings_from_args, teacher_train_mode
+from distillation import LabelAssistedTeacher, build_distiller, settings_from_args, teacher_train_mode
 from modeling import DeepLab, num_params
 from modeling.imagenet import MissingWeightsError
 from utils import distributed
@@ -42,6 +42,7 @@ class Run:
     val_loader: object
     model: DeepLab                 # the network being trained (train.py's model, train_kd.py's student)
     distiller: object              # train_kd.py: student + teacher + methods; None in train.py
+    label_assisted: object         # train.py --label-assisted: the model's two-path training (LAD's teacher)
     optimizer: object
     warmup_optimizer: object       # the methods' modules alone in epoch 0, when a method warms up
     criterion: object
@@ -91,7 +92,8 @@ def setup(args):
         args.dataset, args.batch_size // world, args.base_size, args.crop_size, args.full_res_val, args.use_sbd,
         args.seed, rank, world, **options)
     model = DeepLab(num_classes, args.backbone, args.out_stride, pretrained_backbone=not args.no_pretrained,
-                    attention_in_path=args.attention_in_path, freeze_bn=args.freeze_bn)
+                    attention_in_path=args.attention_in_path, freeze_bn=args.freeze_bn,
+                    label_channel=args.label_assisted)
     distiller = distill(args, model, num_classes, log) if args.kd else None
     if args.sync_bn and world > 1:
         distributed.convert_sync_batchnorm(distiller or model, args.cuda)  # teacher too: train-mode BN statistics
@@ -110,8 +112,10 @@ def setup(args):
     if args.use_balanced_weights:
         cache = build.class_weights_cache(args.dataset, args.use_sbd, dataset_root(args.dataset), args.run_dir)
         weight = build.class_weights(train_loader.dataset, num_classes, cache)
-    run = Run(args, device, precision, train_loader, val_loader, model, distiller, optimizer, warmup_optimizer,
-              SegmentationLosses(weight=weight).build_loss(mode=args.loss_type),
+    criterion = SegmentationLosses(weight=weight).build_loss(mode=args.loss_type)
+    run = Run(args, device, precision, train_loader, val_loader, model, distiller,
+              LabelAssistedTeacher(model, criterion) if args.label_assisted else None, optimizer, warmup_optimizer,
+              criterion,
               SegmentationLosses(weight=weight, over_ranks=False).build_loss(mode=args.loss_type),
               LRSchedule(args.lr_scheduler, args.epochs, len(train_loader), args.lr_step), RunState(args.start_epoch))
     join = lambda: build.join_student_optimizer(optimizer, distiller, args.lr)  # noqa: E731
@@ -158,7 +162,8 @@ def distill(args, student, num_classes, log):
     methods = settings_from_args(args)
     train_mode, why = teacher_train_mode(args.teacher_train_mode, methods)
     try:
-        distiller = build_distiller(student, teacher, methods, train_mode, args.distill_aspp_dropout, missing)
+        distiller = build_distiller(student, teacher, methods, train_mode, args.distill_aspp_dropout, missing,
+                                    args.dataset)
     except ValueError as e:
         raise TrainingError(str(e).replace("the teacher checkpoint", args.teacher_path)) from None
     if saved.get("out_stride", args.out_stride) != args.out_stride:
@@ -166,7 +171,8 @@ def distill(args, student, num_classes, log):
             f"--out-stride {args.out_stride} so that their taps align (the reference does the same)")
     mode = "train (batch-statistics BN, dropout; no autograd)" if train_mode else "eval (frozen)"
     log(f"Teacher DeepLab({teacher.backbone_name}) from {args.teacher_path}: {num_params(teacher) / 1e6:.2f}M "
-        f"parameters; teacher mode: {mode} ({why})")
+        f"parameters; teacher mode: {mode} ({why})" + ("; label-assisted: its 4th input channel gets the "
+                                                          "labels' fixed encoding" if teacher.label_channel else ""))
     for line in distiller.notes():
         log("Distillation: " + line)
     return distiller
@@ -177,7 +183,8 @@ def fit(run):
     stop cleanly."""
     args, state, main_rank, world = run.args, run.state, distributed.rank() == 0, distributed.world_size()
     log = print if main_rank else (lambda *a, **k: None)
-    net, ddp, names = run.distiller or run.model, None, class_names(args.dataset)
+    net, ddp, names = run.distiller or run.label_assisted or run.model, None, class_names(args.dataset)
+    label_input = run.label_assisted.validation_input if run.label_assisted else None
     stop = StopRequest(log, run.device)
 
     def save(at, is_best=False):
@@ -209,7 +216,7 @@ def fit(run):
             record, is_best = {"epoch": epoch, "train": train}, False
             if not args.no_val and epoch % args.eval_interval == args.eval_interval - 1:
                 evaluation = evaluate(run.model, run.val_loader, run.model.num_classes, run.precision,
-                                      criterion=run.val_criterion, show=main_rank)
+                                      criterion=run.val_criterion, show=main_rank, label_input=label_input)
                 if main_rank:
                     log_validation(evaluation, epoch, names, run.writer, run.summary, args.dataset, run.experiment_dir)
                 record["val"] = evaluation.metrics

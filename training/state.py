@@ -93,6 +93,8 @@ def resume(ckpt, path, model, dataset, weights_only=False, optimizer=None, warmu
         except RuntimeError:
             raise CheckpointError(f"--resume {path}: its connectors belong to other distillation methods than this "
                                   f"run's; resume with the same method flags") from None
+        except ValueError as e:  # a method's own state that does not fit (CIRKD's queue lengths)
+            raise CheckpointError(f"--resume {path}: {e}") from None
         if warmup_optimizer is not None and "warmup_optimizer" in ckpt:
             warmup_optimizer.load_state_dict(ckpt["warmup_optimizer"])
     if "scaler" in ckpt and scaler.is_enabled():

@@ -108,6 +108,34 @@ class _SumOverRanks(torch.autograd.Function):
         return grad
 
 
+def gather_batch(x):
+    """The global batch: every rank's ``x`` (B x ...) concatenated in rank order (a collective); ``x`` alone in
+    one process.  Differentiable when ``x`` requires grad: the gradient of each rank's part is the sum over the
+    ranks of the gradients their losses put on it (as ``sum_over_ranks``)."""
+    if not is_initialized():
+        return x
+    if x.requires_grad:
+        return _GatherBatch.apply(x)
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+class _GatherBatch(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        parts = [torch.empty_like(x) for _ in range(world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.size = x.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # gloo has no reduce_scatter: sum everything, keep this rank's rows
+        return grad[rank() * ctx.size:(rank() + 1) * ctx.size]
+
+
 def global_batch(x):
     """Samples in the global batch of which ``x`` (B x ...) is this rank's part."""
     return x.shape[0] * world_size()

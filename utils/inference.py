@@ -101,17 +101,18 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(model, loader, num_classes, precision, scales=(1.0,), flip=False, criterion=None, desc="Val",
-             show=True, on_batch=None):
+             show=True, on_batch=None, label_input=None):
     """Confusion-matrix metrics of ``model`` on ``loader``.  Under torch.distributed each process evaluates its
     shard and the matrices (and losses) are summed, so the metrics equal a single-process evaluation.
-    ``criterion(scores, label)``: also the summed loss (one view only); ``on_batch(i, image, label, pred)``."""
+    ``criterion(scores, label)``: also the summed loss (one view only); ``on_batch(i, image, label, pred)``;
+    ``label_input(image, label)``: the network's input (a label-assisted teacher's label channel)."""
     model.eval()
     device = precision.device
     evaluator = Evaluator(num_classes, device)
     loss, n, first = torch.zeros((), dtype=torch.float64, device=device), 0, None
     for i, sample in enumerate(tqdm(loader, desc=desc, dynamic_ncols=True, disable=not show)):
         image, label = precision.images(sample["image"]), sample["label"].to(device)
-        scores = predict(model, image, scales, flip, precision)
+        scores = predict(model, image if label_input is None else label_input(image, label), scales, flip, precision)
         if criterion is not None:
             loss += criterion(scores, label)
         pred = scores.argmax(dim=1)

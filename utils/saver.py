@@ -77,7 +77,10 @@ def load_file(path, flag="--resume"):
 
 
 def _tensors(mapping):
-    return isinstance(mapping, dict) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in mapping.items())
+    """A state dict: names to tensors (a module's ``_extra_state``, e.g. CIRKD's queues: names to tensors too)."""
+    return isinstance(mapping, dict) and all(
+        isinstance(k, str) and (torch.is_tensor(v) or (k.endswith("_extra_state") and _tensors(v)))
+        for k, v in mapping.items())
 
 
 def checkpoint_problem(ckpt):

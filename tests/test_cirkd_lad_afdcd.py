@@ -1,0 +1,265 @@
+"""CIRKD, LAD and Af-DCD: their terms by hand on tiny tensors, CIRKD's class queues (by hand, in the checkpoint,
+identical on two gloo ranks and equal to one process's), the label encodings of LAD's teacher and its two-path
+training, Af-DCD's minimum where the student reproduces the teacher, and the per-dataset weights."""
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from distillation import (
+    CIRKD,
+    ClassMemory,
+    LabelAssistedTeacher,
+    build_distiller,
+    contrastive_loss,
+    label_input,
+    memory_contrast_loss,
+    mimic_loss,
+    minibatch_loss,
+    random_label_input,
+)
+from distillation.labels import SCALE
+from modeling import DeepLab, Features
+from utils.distributed import convert_sync_batchnorm
+from utils.loss import SegmentationLosses
+
+# ---- CIRKD --------------------------------------------------------------------------------------------------
+
+def test_cirkd_minibatch_term_by_hand():
+    """The reference's loop: for every pair (i, j) the KL (batchmean over i's pixels) of the softmax over j's
+    pixels of the similarities / T, averaged over the B^2 pairs."""
+    torch.manual_seed(0)
+    s, t = torch.randn(3, 4, 2, 3, dtype=torch.float64), torch.randn(3, 5, 2, 3, dtype=torch.float64)
+    fs, ft = F.normalize(s, dim=1), F.normalize(t, dim=1)
+    expected = 0
+    for i in range(3):
+        for j in range(3):
+            ss = fs[i].reshape(4, -1).T @ fs[j].reshape(4, -1)
+            tt = ft[i].reshape(5, -1).T @ ft[j].reshape(5, -1)
+            expected += F.kl_div(F.log_softmax(ss / 0.1, 1), F.softmax(tt / 0.1, 1), reduction="batchmean")
+    assert minibatch_loss(s, t, 0.1).item() == pytest.approx(expected.item() / 9, rel=1e-10)
+    assert minibatch_loss(t, t, 0.1).item() == pytest.approx(0, abs=1e-12)
+
+
+def test_cirkd_memory_contrast_by_hand():
+    torch.manual_seed(0)
+    s, t, keys = (F.normalize(torch.randn(n, 4, dtype=torch.float64), dim=1) for n in (5, 5, 6))
+    p_t = F.softmax(t @ keys.T / 0.1, 1)
+    expected = (p_t * (p_t.log() - F.log_softmax(s @ keys.T / 0.1, 1))).sum()
+    assert memory_contrast_loss(s, t, keys, 0.1).item() == pytest.approx(expected.item(), rel=1e-10)
+
+
+def test_cirkd_memory_term_is_fp32_under_bf16_autocast():
+    torch.manual_seed(0)
+    s, t, keys = (F.normalize(torch.randn(n, 8), dim=1) for n in (6, 6, 10))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = memory_contrast_loss(s.bfloat16(), t.bfloat16(), keys)
+    exact = memory_contrast_loss(s.bfloat16().float(), t.bfloat16().float(), keys)
+    assert low.dtype == torch.float32 and low.item() == pytest.approx(exact.item(), rel=1e-4)
+
+
+def test_cirkd_queues_by_hand():
+    """Region slot = the class's normalised mean, pointer + 1; pixel slots = up to 16 of the class's own pixels,
+    normalised, the pointer wrapping as the reference (a write that would reach the end goes to the last slots)."""
+    memory = ClassMemory(num_classes=3, dim=2, pixel_size=5, region_size=2, seed=0)
+    feats = F.normalize(torch.tensor([[[[1.0, 2.0], [3.0, 0.5]], [[0.0, 1.0], [1.0, 2.0]]]]), dim=1)  # (1, 2, 2, 2)
+    labels = torch.tensor([[[1, 1], [1, 255]]])
+    memory.enqueue(feats, labels)
+    cls1 = feats[0].flatten(1)[:, :3]  # class 1's pixels
+    torch.testing.assert_close(memory.region[1, 0], F.normalize(cls1.mean(1), dim=0))
+    assert memory.region_ptr == [0, 1, 0] and memory.pixel_ptr == [0, 3, 0]
+    written = memory.pixel[1, :3]
+    assert all(any(torch.allclose(w, c) for c in cls1.T) for w in written)
+    assert len({tuple(w.tolist()) for w in written}) == 3  # three different pixels
+    untouched = memory.pixel[[0, 2]].clone()
+    memory.enqueue(feats, labels)  # 3 + 3 >= 5: the last three slots, pointer back to 0
+    assert memory.pixel_ptr == [0, 0, 0] and memory.region_ptr == [0, 0, 0]
+    assert all(any(torch.allclose(w, c) for c in cls1.T) for w in memory.pixel[1, 2:])
+    torch.testing.assert_close(memory.pixel[[0, 2]], untouched)  # absent classes and the ignore label: nothing
+
+
+def _cirkd(num_classes=3, dataset=None, **values):
+    torch.manual_seed(0)
+    teacher, student = DeepLab(num_classes, "resnet18"), DeepLab(num_classes, "mobilenet")
+    settings = {"weight": 1.0, "kd": 1.0, "minibatch": 1.0, "memory_pixel": None, "memory_region": None,
+                "temperature": 0.1, "pool": 2.0, "pixel_memory": 30.0, "region_memory": 6.0, **values}
+    return build_distiller(student, teacher, {"cirkd": settings}, dataset=dataset)
+
+
+def test_cirkd_weights_per_dataset_and_its_queues_in_the_state_dict():
+    """Memory weights 0.01 on Pascal VOC, 0.1 on Cityscapes (CIRKD's scripts, issue #8); explicit flags win.
+    The queues, pointers and generator are the module's extra state and load back exactly."""
+    assert _cirkd(dataset="pascal").methods["cirkd"].memory_pixel == 0.01
+    assert _cirkd(dataset="cityscapes").methods["cirkd"].memory_region == 0.1
+    assert _cirkd(dataset="pascal", memory_pixel=0.5).methods["cirkd"].memory_pixel == 0.5
+    d = _cirkd().train()
+    x = torch.randn(2, 3, 64, 64)
+    d(x, labels=torch.randint(0, 3, (2, 64, 64)))
+    state = d.trainable_modules().state_dict()
+    other = _cirkd()
+    assert not torch.equal(other.methods["cirkd"].memory.pixel, d.methods["cirkd"].memory.pixel)
+    other.trainable_modules().load_state_dict(state)
+    a, b = d.methods["cirkd"].memory, other.methods["cirkd"].memory
+    assert torch.equal(a.pixel, b.pixel) and torch.equal(a.region, b.region) and a.pixel_ptr == b.pixel_ptr
+    assert torch.equal(a.randperm(30, "cpu"), b.randperm(30, "cpu"))  # the same generator state
+    with pytest.raises(ValueError, match="--cirkd_pixel_memory"):
+        _cirkd(pixel_memory=10.0).trainable_modules().load_state_dict(state)
+
+
+def _features(seed, batch=4):
+    g = torch.Generator().manual_seed(seed)
+    s = Features(torch.randn(batch, 3, 16, 16, generator=g, dtype=torch.float64),
+                 {"decoder": torch.randn(batch, 8, 8, 8, generator=g, dtype=torch.float64).relu()})
+    t = Features(torch.randn(batch, 3, 16, 16, generator=g, dtype=torch.float64),
+                 {"decoder": torch.randn(batch, 8, 8, 8, generator=g, dtype=torch.float64).relu()})
+    labels = torch.randint(0, 3, (batch, 16, 16), generator=g)
+    labels[:, :3] = 255
+    return s, t, labels
+
+
+class _Tiny:
+    """The two attributes CIRKD reads of its nets."""
+    num_classes, tap_channels = 3, {"decoder": 8}
+
+
+def _cirkd_step(part=slice(None)):
+    """One CIRKD forward/backward on (part of) a fixed batch: loss terms, the student feature's gradient, the
+    projector's gradients and the queues afterwards."""
+    torch.manual_seed(0)
+    method = CIRKD(_Tiny, _Tiny, weight=1.0, memory_pixel=0.1, memory_region=0.1, pixel_memory=20.0,
+                   region_memory=4.0).double().train()
+    convert_sync_batchnorm(method, cuda=False)  # the projector's BN over the global batch (--sync-bn)
+    for step in range(2):
+        s, t, labels = _features(step)
+        s.taps["decoder"] = s.taps["decoder"][part].clone().requires_grad_(True)
+        s.logits, t.logits, t.taps["decoder"], labels = s.logits[part], t.logits[part], t.taps["decoder"][part], \
+            labels[part]
+        method.zero_grad()
+        terms = method(s, t, labels=labels)
+        sum(terms.values()).backward()
+    memory = method.memory
+    return ({k: v.item() for k, v in terms.items()}, s.taps["decoder"].grad,
+            [p.grad.clone() for p in method.projector.parameters()], memory.state())
+
+
+def _cirkd_worker(rank, port, out):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    torch.save(_cirkd_step(slice(2 * rank, 2 * rank + 2)), os.path.join(out, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_cirkd_on_two_ranks_equals_one_process_queues_included(tmp_path):
+    """Two gloo ranks with half the batch each: every term equals the single-process one, the gradients of each
+    half (averaged as DDP does) are that process's, and the queues after two steps are the same on both ranks and
+    equal to the single-process queues (teacher features of every rank enqueued, in rank order)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_cirkd_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    terms, grad, projector_grads, queues = _cirkd_step()
+    for r, (r_terms, r_grad, _, r_queues) in enumerate(ranks):
+        assert r_terms.keys() == terms.keys()
+        for k, v in terms.items():
+            assert r_terms[k] == pytest.approx(v, rel=1e-9), k
+        torch.testing.assert_close(r_grad / 2, grad[2 * r:2 * r + 2], rtol=1e-7, atol=1e-12)
+        for k in ("pixel", "region", "pixel_ptr", "region_ptr", "rng"):
+            assert torch.equal(r_queues[k], queues[k]), k
+    for mine, a, b in zip(projector_grads, ranks[0][2], ranks[1][2]):
+        torch.testing.assert_close((a + b) / 2, mine, rtol=1e-7, atol=1e-12)  # DDP averages over the ranks
+    assert queues["pixel_ptr"].sum() > 0
+
+
+# ---- Af-DCD -------------------------------------------------------------------------------------------------
+
+def test_afdcd_contrastive_term_by_hand():
+    """Per 4x4 patch, (position, group) anchors: positive = the teacher's same position and group, negatives = the
+    teacher's other groups at every position; -L1 similarity / 0.07, CE summed, / (H x W) / B."""
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 32, 8, 4, dtype=torch.float64), torch.randn(2, 32, 8, 4, dtype=torch.float64)
+    total = 0
+    for b in range(2):
+        for pr in range(2):  # patch rows (8 / 4); one patch column
+            ps, pt = s[b, :, 4 * pr:4 * pr + 4], t[b, :, 4 * pr:4 * pr + 4]
+            vec = lambda x, pos, g: x[2 * g:2 * g + 2, pos // 4, pos % 4]  # noqa: E731  16 groups of 2
+            for pos in range(16):
+                for g in range(16):
+                    a = vec(ps, pos, g)
+                    logits = [-(a - vec(pt, pos, g)).abs().sum()]
+                    logits += [-(a - vec(pt, q, h)).abs().sum() for q in range(16) for h in range(16) if h != g]
+                    logits = torch.stack(logits) / 0.07
+                    total += torch.logsumexp(logits, 0) - logits[0]
+    expected = total / (8 * 4) / 2
+    assert contrastive_loss(s, t, pool=1).item() == pytest.approx(expected.item(), rel=1e-9)
+
+
+def test_afdcd_is_smallest_where_the_student_reproduces_the_teacher():
+    torch.manual_seed(0)
+    t = torch.randn(2, 32, 8, 8)
+    assert mimic_loss(t, t).item() == 0 and mimic_loss(t + 1, t).item() == pytest.approx(2 * 32 * 64 / 2)
+    exact = contrastive_loss(t, t, pool=2).item()
+    assert all(contrastive_loss(t + 0.3 * torch.randn_like(t), t, pool=2).item() > exact for _ in range(3))
+
+
+def test_afdcd_weights_per_dataset_mask_and_small_maps():
+    torch.manual_seed(0)
+    teacher, student = DeepLab(3, "resnet18"), DeepLab(3, "mobilenet")
+    values = {"weight": 1.0, "kd": 1.0, "contrast": 0.005, "mimic": None, "mask_ratio": 0.75}
+    mimic = {ds: build_distiller(student, teacher, {"afdcd": values}, dataset=ds).methods["afdcd"].mimic
+             for ds in ("pascal", "cityscapes", "camvid")}
+    assert mimic == {"pascal": 1e-6, "cityscapes": 2e-6, "camvid": 4e-5}
+    method = build_distiller(student, teacher, {"afdcd": values}).methods["afdcd"].train()
+    x = torch.randn(4, 320, 6, 6)
+    aligned = method.align(x)
+    zeroed = torch.stack([(method.project(x) - method.projector(aligned)).abs().sum() for _ in range(2)])
+    assert (zeroed > 0).all()  # training masks the input of the projector, differently each step
+    method.eval()
+    torch.testing.assert_close(method.project(x), method.projector(aligned))  # no mask in eval
+    for size in (3, 5):  # maps smaller than a pooled 4x4 patch still give a finite loss
+        assert math.isfinite(contrastive_loss(torch.randn(1, 16, size, size), torch.randn(1, 16, size, size), 4))
+    with pytest.raises(ValueError, match="mask_ratio"):
+        build_distiller(student, teacher, {"afdcd": {**values, "mask_ratio": 1.0}})
+
+
+# ---- LAD ----------------------------------------------------------------------------------------------------
+
+def test_lad_label_encodings_by_hand():
+    images = torch.zeros(2, 3, 2, 3)
+    labels = torch.tensor([[[0, 1, 2], [255, 2, 0]], [[1, 1, 1], [0, 0, 2]]])
+    fixed = label_input(images, labels, num_classes=3, noise=0.0)
+    assert fixed.shape == (2, 4, 2, 3) and torch.equal(fixed[:, :3], images)
+    ids = torch.tensor([[[0, 1, 2], [3, 2, 0]], [[1, 1, 1], [0, 0, 2]]])  # the ignore label is id C
+    torch.testing.assert_close(fixed[:, 3], SCALE * (ids - 2).float() / 10)
+    torch.manual_seed(0)
+    rand = random_label_input(images, labels, num_classes=3, noise=0.0)[:, 3]
+    for b in range(2):
+        for c in range(4):
+            values = rand[b][ids[b] == c]
+            assert values.numel() == 0 or torch.all(values == values[0])  # one value per class and image
+    assert rand[0][ids[0] == 1][0] != rand[1][ids[1] == 1][0]  # drawn anew for each image
+    noisy = label_input(images, labels, 3)[:, 3] / SCALE - (ids - 2).float() / 10
+    assert 0.005 < noisy.std().item() < 0.05
+
+
+def test_lad_teacher_trains_on_two_noised_paths_and_the_student_needs_such_a_teacher():
+    torch.manual_seed(0)
+    model = DeepLab(3, "resnet18", label_channel=True)
+    wrapper = LabelAssistedTeacher(model, SegmentationLosses().build_loss("ce")).train()
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
+    logits, terms = wrapper(x, labels=y)
+    assert set(terms) == {"lad/ce_path2", "lad/consistency"} and terms["lad/consistency"].item() > 0
+    sum(terms.values()).backward()
+    assert model.backbone.conv1.weight.grad[:, 3].abs().sum() > 0  # the label channel learns
+    assert wrapper.validation_input(x, y).shape == (2, 4, 32, 32)
+    plain = DeepLab(3, "resnet18")
+    with pytest.raises(ValueError, match="--label-assisted"):
+        build_distiller(DeepLab(3, "mobilenet"), plain, {"lad": {"weight": 3.0, "temperature": 4.0}})
+    d = build_distiller(DeepLab(3, "mobilenet"), model, {"lad": {"weight": 3.0, "temperature": 4.0}})
+    with pytest.raises(ValueError, match="needs the labels"):
+        d(x)
