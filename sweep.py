@@ -7,9 +7,10 @@
 
 Each (run, seed) trains in ``DIR/runs/<NAME>/seed<S>`` (``--run-dir``, ``--seed`` set here; COMMON
 ARGS follow the run's own) with its log in ``DIR/logs/<NAME>-seed<S>.log``.  The outcome is
-``DIR/results.json`` (``{"runs": {NAME: {"<seed>": best val mIoU}}, "commands": ..., "failed": ...}``),
-``DIR/results.md`` (per run: n, mean ± std, per seed, and against the first run the mean paired
-difference and the seeds won) and ``DIR/results.png``.  The files are rewritten after every run,
+``DIR/results.json`` (``{"runs": {NAME: {"<seed>": best val mIoU}}, "final": {... last epoch's}, "commands": ...,
+"failed": ...}``), ``DIR/results.md`` (per run: n, best- and final-epoch mean ± std, per seed, and against the
+first run the paired difference with its 95% confidence interval, paired t-test and Wilcoxon p-values and the
+seeds won) and ``DIR/results.png``.  The files are rewritten after every run,
 so a sweep in progress can be read (``--report-only`` rewrites them from the finished runs without
 training).  A finished run is skipped when the same command is run again; a failed run is reported
 as failed and retried.  A finished run is never deleted: a sweep whose command for a finished cell changed is
@@ -55,6 +56,15 @@ def get_args_parser():
                         "(without it such a sweep is refused: a finished run is never replaced)")
     p.add_argument("--report-only", action="store_true",
                    help="write the tables from the runs that already finished; train nothing")
+    p.add_argument("--launcher", default=None, metavar="COMMAND",
+                   help="what starts a training instead of this Python, e.g. 'torchrun --standalone "
+                        "--nproc_per_node 8' (every run on all GPUs; with --jobs 1)")
+    p.add_argument("--resume", action="store_true",
+                   help="a cell that stopped before finishing goes on from its last checkpoint (--resume) instead of "
+                        "starting over: for long runs")
+    p.add_argument("--paper", nargs=2, action="append", default=[], metavar=("NAME", "MIOU"),
+                   help="a published mIoU (%%) for the run NAME: the table shows it and its gain over the first "
+                        "run's published number beside the measured ones")
     return p
 
 
@@ -78,6 +88,13 @@ def parse(argv=None):
                              f"got {command!r}")
     if len(set(names)) != len(names):
         raise UsageError("--run names must be unique")
+    for i, (name, value) in enumerate(args.paper):
+        try:
+            args.paper[i] = (name, float(value))
+        except ValueError:
+            args.paper[i] = (name, -1.0)
+        if name not in names or not 0 <= args.paper[i][1] <= 100:
+            raise UsageError(f"--paper {name} {value}: give the name of a --run and a published mIoU in % (0-100)")
     if len(set(args.seeds)) != len(args.seeds):
         raise UsageError("--seeds must be unique")
     for flag in RESERVED:
@@ -98,19 +115,35 @@ def command_for(args, name, command, seed):
     words = split(name, command)
     script = os.path.join(ROOT, os.path.basename(words[0]))
     run_dir = os.path.join(args.out, "runs", name, f"seed{seed}")
-    return [sys.executable, script, *words[1:], *args.common, "--seed", str(seed), "--run-dir", run_dir], run_dir
+    launch = split("--launcher", args.launcher) if args.launcher else [sys.executable]
+    return [*launch, script, *words[1:], *args.common, "--seed", str(seed), "--run-dir", run_dir], run_dir
 
 
-def best_miou(run_dir):
-    """Best val mIoU over every epoch validated in the run's history.json files."""
-    best = None
+def last_checkpoint(run_dir):
+    """The newest checkpoint.pth.tar under ``run_dir`` (an unfinished cell's), or None."""
+    found = [os.path.join(d, "checkpoint.pth.tar") for d, _, files in os.walk(run_dir) if "checkpoint.pth.tar" in files]
+    return max(found, key=os.path.getmtime) if found else None
+
+
+def validated(run_dir):
+    """The val mIoU of every validated epoch in the run's history.json files, in epoch order."""
+    epochs = {}
     for dirpath, _, files in os.walk(run_dir):
         if "history.json" in files:
             with open(os.path.join(dirpath, "history.json")) as f:
-                for record in json.load(f):
-                    if "val" in record:
-                        best = max(best or 0.0, float(record["val"]["mIoU"]))
-    return best
+                epochs.update({r["epoch"]: float(r["val"]["mIoU"]) for r in json.load(f) if "val" in r})
+    return [epochs[e] for e in sorted(epochs)]
+
+
+def best_miou(run_dir):
+    """Best val mIoU over every epoch validated in the run (what the field reports), or None."""
+    return max(validated(run_dir), default=None)
+
+
+def final_miou(run_dir):
+    """The last validated epoch's val mIoU, or None."""
+    values = validated(run_dir)
+    return values[-1] if values else None
 
 
 def last_line(path):
@@ -170,24 +203,26 @@ def train_one(args, name, command, seed, env):
     record = finished(cmd, run_dir)
     if record is not None:
         return record
+    go_on = last_checkpoint(run_dir) if args.resume and result_of(run_dir) is None else None
     if result_of(run_dir) is not None:
         set_aside(run_dir)
-    elif os.path.isdir(run_dir):
+    elif os.path.isdir(run_dir) and go_on is None:
         shutil.rmtree(run_dir)  # no result.json: an attempt that failed or was killed
-    os.makedirs(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
     log = os.path.join(args.out, "logs", f"{name}-seed{seed}.log")
     start = time.time()
-    with open(log, "w") as f:
-        f.write(shlex.join(cmd) + "\n")
+    with open(log, "a" if go_on else "w") as f:
+        f.write(shlex.join(cmd + (["--resume", go_on] if go_on else [])) + "\n")
         f.flush()
-        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=os.getcwd(), env=env)
+        rc = subprocess.call(cmd + (["--resume", go_on] if go_on else []), stdout=f, stderr=subprocess.STDOUT,
+                             cwd=os.getcwd(), env=env)
     record = {"cmd": cmd[1:], "returncode": rc, "seconds": round(time.time() - start, 1), "log": log}
     miou = best_miou(run_dir) if rc == 0 else None
     if rc == 0 and miou is None:
         rc, record["returncode"] = -1, -1
         record["error"] = "finished without a validated epoch (check --no-val / --eval-interval)"
     if rc == 0:
-        record["best_mIoU"] = miou
+        record["best_mIoU"], record["final_mIoU"] = miou, final_miou(run_dir)
         write_text_atomic(os.path.join(run_dir, "result.json"), json.dumps(record, indent=1))
     else:
         record.setdefault("error", f"exit {rc}: {last_line(log)}")
@@ -198,9 +233,14 @@ def summarize(args, records):
     """results.json / .md / .png from {(name, seed): record}."""
     names = [n for n, _ in args.run]
     runs = {n: {str(s): records[n, s].get("best_mIoU") for s in args.seeds if (n, s) in records} for n in names}
+    final = {n: {str(s): records[n, s].get("final_mIoU", final_miou(command_for(args, n, dict(args.run)[n], s)[1])
+                                           if "best_mIoU" in records[n, s] else None)
+                 for s in args.seeds if (n, s) in records} for n in names}
     failed = {n: {str(s): records[n, s]["error"] for s in args.seeds if (n, s) in records and "error" in records[n, s]}
               for n in names}
-    result = {"runs": runs, "commands": dict(args.run), "common": shlex.join(args.common), "seeds": args.seeds,
+    result = {"runs": runs, "final": final, "commands": dict(args.run), "common": shlex.join(args.common),
+              "seeds": args.seeds,
+              "paper": {n: v for n, v in args.paper},
               "failed": {n: f for n, f in failed.items() if f},
               "seconds": {n: {str(s): records[n, s]["seconds"] for s in args.seeds
                               if (n, s) in records and "seconds" in records[n, s]} for n in names}}

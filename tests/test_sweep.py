@@ -11,6 +11,7 @@ from PIL import Image
 
 import sweep
 from dataloaders.synthetic import generate
+from utils import tables as sweep_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["--dataset", "synthetic", "--base-size", "32", "--crop-size", "32", "--batch-size", "4",
@@ -49,7 +50,9 @@ def test_sweep_writes_the_tables_reports_failures_skips_finished_runs_and_attent
     assert args[args.index("--seed") + 1] == "2" and args[args.index("--run-dir") + 1].endswith("seed2")
 
     md = (out / "results.md").read_text()
-    assert md.splitlines()[0].startswith("| run | n | mIoU % mean ± std | per seed (1 2) | Δ vs baseline")
+    assert md.splitlines()[0].startswith("| run | n | best-epoch mIoU % | final-epoch mIoU % | per seed, best (1 2) | "
+                                         "Δ best vs baseline")
+    assert result["final"]["attnfd"]["1"] == pytest.approx(history[-1]["val"]["mIoU"])  # its last epoch
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
     assert "| 2 |" in rows["attnfd"] and "/2 |" in rows["attnfd"]
     assert "fail fail" in rows["broken"] and "FAILED `broken` seed 1" in md
@@ -85,15 +88,23 @@ def test_sweep_writes_the_tables_reports_failures_skips_finished_runs_and_attent
         assert im.size[0] > 4 * im.size[1]  # the image and six maps in a row
 
 
-def test_table_paired_differences_wins_and_failures():
+def test_table_paired_differences_their_tests_final_epochs_wins_and_failures():
     result = {"seeds": [1, 2, 3], "common": "--epochs 2", "commands": {"a": "train.py", "b": "train_kd.py"},
               "runs": {"a": {"1": 0.30, "2": 0.40, "3": 0.35}, "b": {"1": 0.32, "2": 0.39, "3": None}},
+              "final": {"a": {"1": 0.29, "2": 0.38, "3": 0.35}, "b": {"1": 0.30, "2": 0.39, "3": None}},
               "failed": {"b": {"3": "exit 2: error: boom"}}}
     rows = sweep.table(result).splitlines()
-    assert rows[2] == "| a | 3 | 35.00 ± 5.00 | 30.00 40.00 35.00 |  |  |"
-    # b vs a over the seeds both finished: +2 and -1 points -> +0.50 ± 2.12, won 1 of 2
-    assert rows[3] == "| b | 2 | 35.50 ± 4.95 | 32.00 39.00 fail | +0.50 ± 2.12 | 1/2 |"
+    assert rows[2] == "| a | 3 | 35.00 ± 5.00 | 34.00 ± 4.58 | 30.00 40.00 35.00 |  |  |  |  |  |"
+    # b vs a over the seeds both finished: +2 and -1 points -> +0.50 ± 2.12; t(0.975, 1) = 12.706:
+    # CI 0.5 ± 12.706 x 2.121 / sqrt(2) = [-18.56, +19.56]; t-test p = 0.795; Wilcoxon (n 2, exact) p = 1
+    # final epochs: +1 and +1 -> +1.00
+    assert rows[3] == ("| b | 2 | 35.50 ± 4.95 | 34.50 ± 6.36 | 32.00 39.00 fail | +0.50 ± 2.12 | [-18.56, +19.56] | "
+                       "0.795 / 1.000 | 1/2 | +1.00 |")
     assert "- FAILED `b` seed 3: exit 2: error: boom" in rows
+    half, t, w = sweep_tables.paired_tests([0.01, 0.02, 0.03, 0.02, 0.04])
+    assert half == pytest.approx(2.776445 * 0.0114018 / 5 ** 0.5, rel=1e-4)
+    # t = 0.024 / (0.0114018 / sqrt 5) = 4.707 on 4 df -> p 0.00926; Wilcoxon: 5 of 5 positive -> 2 / 2^5
+    assert t == pytest.approx(0.00926, abs=1e-5) and w == pytest.approx(0.0625)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -126,3 +137,63 @@ def test_a_finished_cell_of_another_command_is_refused_or_set_aside_never_delete
     moved = sweep.set_aside(str(tmp_path / "runs" / "a" / "seed2"))  # what --rerun-changed does first
     assert moved.endswith("seed2.old-0") and (Path(moved) / "checkpoint.pth.tar").read_text() == "weights"
     assert sweep.finished(same, str(tmp_path / "runs" / "a" / "seed1"))["skipped"]
+
+
+def test_table_with_the_papers_numbers_beside_the_measured_ones():
+    result = {"seeds": [1, 2], "common": "", "commands": {"a": "train.py", "b": "train_kd.py", "c": "train_kd.py"},
+              "runs": {"a": {"1": 0.30, "2": 0.40}, "b": {"1": 0.32, "2": 0.41}, "c": {"1": 0.31, "2": 0.39}},
+              "failed": {}, "paper": {"a": 67.5, "b": 73.09}}
+    rows = sweep.table(result).splitlines()
+    assert rows[0].endswith("| paper mIoU % | paper Δ |") and rows[1].count("---") == 12
+    assert rows[2].endswith("|  |  |  |  |  | 67.50 |  |") and rows[3].endswith("| 2/2 | - | 73.09 | +5.59 |")
+    assert "| +1.50 ± 0.71 |" in rows[3]
+    assert rows[4].endswith("| - |  |")  # no published number for c
+    with pytest.raises(sweep.UsageError, match="--paper z 70"):
+        sweep.parse(["--out", "o", "--seeds", "1", "--run", "a", "train.py", "--paper", "z", "70"])
+    with pytest.raises(sweep.UsageError, match="--paper a 700"):
+        sweep.parse(["--out", "o", "--seeds", "1", "--run", "a", "train.py", "--paper", "a", "700"])
+
+
+def test_paper_sh_dry_run_prints_the_papers_grid():
+    """scripts/paper.sh pascal: LAD's label-assisted teacher first, then the paper's 7 rows x 3 seeds at its
+    schedule with the published teacher, each under torchrun on GPUS GPUs (python with one)."""
+    def dry(*args, **env):
+        return subprocess.run(["bash", str(ROOT / "scripts" / "paper.sh"), *args], capture_output=True, text=True,
+                              env=dict(os.environ, DRY_RUN="1", **env), timeout=120)
+
+    p = dry("pascal", "out", GPUS="4")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("torchrun --standalone --nproc_per_node 4 train.py") and "--label-assisted" in lines[0]
+    runs = lines[1:]
+    assert len(runs) == 21 and all(line.startswith("torchrun --standalone --nproc_per_node 4 ") for line in runs)
+    for flag in ("--dataset pascal", "--use-sbd", "--epochs 120", "--backbone resnet18", "--nesterov",
+                 "--batch-size 6", "--crop-size 513"):
+        assert all(flag in line for line in runs), flag
+    rows = {line.split("--run-dir out/runs/")[1].split("/")[0] for line in runs}
+    assert rows == {"baseline", "kd", "overhaul", "dist", "cirkd", "lad", "attnfd"}
+    lad = [line for line in runs if "--lad_lambda 3" in line]
+    assert len(lad) == 3 and all("--teacher_path out/lad-teacher/pascal/lad-teacher/model_best.pth.tar" in x
+                                 for x in lad)
+    assert all("--teacher_path pretrained/teacher-pascal.pth.tar" in x for x in runs if "cirkd_lambda 1" in x)
+    p = dry("cityscapes", "out", SEEDS="1")
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 8 and "--use-sbd" not in p.stdout
+    assert p.stdout.splitlines()[1].startswith(sys.executable)
+    assert dry("coco").returncode == 2 and dry("pascal", GPUS="two").returncode == 2
+
+
+@pytest.mark.slow
+def test_resume_continues_a_stopped_cell_from_its_checkpoint(tmp_path):
+    root = generate(tmp_path / "data", n_train=4, n_val=2, size=32, seed=0)
+    env = dict(os.environ, ATTNFD_SYNTHETIC_ROOT=root, PYTHONUNBUFFERED="1")
+    grid = ["--out", str(tmp_path / "s"), "--seeds", "1", "--run", "a", "train.py --backbone resnet18"]
+    p = cli("sweep.py", *grid, "--", *COMMON, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    cell = tmp_path / "s" / "runs" / "a" / "seed1"
+    (cell / "result.json").unlink()  # as if the run had been stopped after its first epoch
+    p = cli("sweep.py", *grid, "--resume", "--", *COMMON[:-1], "2", env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    log = (tmp_path / "s" / "logs" / "a-seed1.log").read_text()
+    assert "--resume" in log and "Resumed" in log and "at epoch 1" in log
+    assert json.loads((cell / "result.json").read_text())["cmd"][-1] == str(cell)  # the cell's own command
+    assert len(list(cell.rglob("experiment_*"))) == 1  # the same experiment went on

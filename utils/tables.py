@@ -1,4 +1,7 @@
-"""The results of a seed sweep (sweep.py) as a markdown table with paired differences, and as a per-seed plot."""
+"""The results of a seed sweep (sweep.py) as a markdown table with paired differences and their tests, and as a
+per-seed plot."""
+import math
+
 import numpy as np
 
 
@@ -7,26 +10,68 @@ def stats(values):
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
+def paired_tests(diffs):
+    """(95% CI half-width, paired t-test p, Wilcoxon signed-rank p) of paired differences; NaN where undefined."""
+    from scipy import stats as st  # here: importing scipy.stats costs every CLI 0.7 s
+
+    d = np.asarray(diffs, dtype=float)
+    if len(d) < 2:
+        return math.nan, math.nan, math.nan
+    half = float(st.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    t = float(st.ttest_1samp(d, 0.0).pvalue) if d.std() > 0 else math.nan
+    try:
+        w = float(st.wilcoxon(d).pvalue)
+    except ValueError:  # every difference zero
+        w = math.nan
+    return half, t, w
+
+
+def _p(x):
+    return "-" if math.isnan(x) else f"{x:.3f}"
+
+
 def table(result):
-    """Markdown: per run n, mean ± std, per seed, and against the first run paired differences and wins."""
+    """Markdown: per run n, best- and final-epoch mean ± std, the per-seed best, and against the first run the paired
+    difference (mean ± std, its 95% confidence interval, paired t-test and Wilcoxon signed-rank p-values, the seeds
+    won, and the final-epoch paired difference); with published numbers (``result["paper"]``), the paper's mIoU and
+    its gain over the paper's first run too."""
     names = list(result["runs"])
-    first = result["runs"][names[0]] if names else {}
-    rows = ["| run | n | mIoU % mean ± std | per seed (" + " ".join(str(s) for s in result["seeds"]) + ") | "
-            f"Δ vs {names[0] if names else '-'} (paired, mean ± std) | seeds won |", "|---|---|---|---|---|---|"]
+    final = result.get("final") or {}
+    first, first_final = (result["runs"][names[0]], final.get(names[0], {})) if names else ({}, {})
+    paper = result.get("paper") or {}
+    rows = ["| run | n | best-epoch mIoU % | final-epoch mIoU % | per seed, best (" + " ".join(str(s) for s in
+                                                                                     result["seeds"]) + ") | "
+            f"Δ best vs {names[0] if names else '-'} (paired) | 95% CI | p (t / Wilcoxon) | seeds won | Δ final |"
+            + (" paper mIoU % | paper Δ |" if paper else ""),
+            "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if paper else "")]
     for name in names:
         got = result["runs"][name]
         ok = {s: v for s, v in got.items() if v is not None}
+        last = {s: v for s, v in final.get(name, {}).items() if v is not None}
         per_seed = " ".join("fail" if s in result["failed"].get(name, {}) else
                             ("-" if got.get(s) is None else f"{100 * got[s]:.2f}") for s in map(str, result["seeds"]))
         mean = "-" if not ok else "{:.2f} ± {:.2f}".format(*(100 * x for x in stats(list(ok.values()))))
+        mean_final = "-" if not last else "{:.2f} ± {:.2f}".format(*(100 * x for x in stats(list(last.values()))))
         paired = [s for s in ok if first.get(s) is not None]
         if name == names[0] or not paired:
-            delta, won = "", ""
+            delta, ci, p, won, delta_final = "", "", "", "", ""
         else:
             diffs = [ok[s] - first[s] for s in paired]
             delta = "{:+.2f} ± {:.2f}".format(*(100 * x for x in stats(diffs)))
+            half, t, w = paired_tests(diffs)
+            mid = 100 * float(np.mean(diffs))
+            ci = "-" if math.isnan(half) else f"[{mid - 100 * half:+.2f}, {mid + 100 * half:+.2f}]"
+            p = f"{_p(t)} / {_p(w)}"
             won = f"{sum(d > 0 for d in diffs)}/{len(diffs)}"
-        rows.append(f"| {name} | {len(ok)} | {mean} | {per_seed} | {delta} | {won} |")
+            both = [s for s in last if first_final.get(s) is not None]
+            delta_final = f"{100 * float(np.mean([last[s] - first_final[s] for s in both])):+.2f}" if both else "-"
+        published = ""
+        if paper:
+            base = paper.get(names[0])
+            published = (f" {paper[name]:.2f} | " if name in paper else " - | ") + (
+                f"{paper[name] - base:+.2f} |" if name in paper and base is not None and name != names[0] else " |")
+        rows.append(f"| {name} | {len(ok)} | {mean} | {mean_final} | {per_seed} | {delta} | {ci} | {p} | {won} | "
+                    f"{delta_final} |{published}")
     lines = rows + ["", f"Common args: `{result['common']}`", ""]
     lines += [f"- `{n}`: `{c}`" for n, c in result["commands"].items()]
     for name, fails in result["failed"].items():
