@@ -1,7 +1,8 @@
 """Af-DCD (Fan et al., NeurIPS 2023, "Augmentation-free Dense Contrastive Knowledge Distillation for Efficient
 Semantic Segmentation"; OSVAI/Af-DCD, ``losses/ocmgd.py``, ``train_ocmgd.py``, ``train_scripts/``).
 
-On the backbone's last stage (the backbone tap, before CBAM: Af-DCD's ``c4``), the student feature goes through
+On the backbone's last stage (``c4``: the backbone tap after its ReLU, as a ResNet's layer4 returns it; MobileNetV2's
+has none), the student feature goes through
 an align conv (1x1 to the teacher's channels, with bias), a random mask (each position zeroed with probability
 0.75, shared over channels) and a projector (3x3 conv, ReLU, 3x3 conv, biases, the teacher's width); then
 
@@ -17,7 +18,8 @@ Weights from its scripts: KD 1; contrastive 0.005 (Cityscapes and VOC); mimickin
 Cityscapes (the code's default, 4e-5, elsewhere).  Adapted: a pooled map that does not divide into 4 x 4 patches
 is cropped to one that does (Af-DCD's maps always did), and on maps too small for them (crops under about 256 px)
 the pooling, then the patch, shrinks; the align conv exists also for equal channel counts (the
-reference's forward would fail there); Af-DCD's gradient clipping of its modules (norm 15) is not applied.
+reference's forward would fail there).  Its modules' gradients are clipped to norm 15 before each step, as its
+training script does.
 Under torch.distributed both sums run over the global batch; each rank draws its own masks (as dropout).
 """
 import torch
@@ -79,6 +81,7 @@ class AfDCD(Method):
                    "2e-6 on cityscapes, 4e-5 otherwise, as its scripts)", low=0),
              Hyper("mask_ratio", "afdcd_mask_ratio", 0.75, "Af-DCD share of positions masked (paper: 0.75)", low=0))
     teacher_needs = frozenset({"logits"})
+    clip_grad_norm = 15.0  # train_ocmgd.py: clip_grad_norm_(criterion's parameters, max_norm=15)
 
     @classmethod
     def build(cls, student, teacher, values, missing_attention=(), dataset=None):
@@ -98,6 +101,7 @@ class AfDCD(Method):
         self.align = nn.Conv2d(s_ch, t_ch, 1)
         self.projector = nn.Sequential(nn.Conv2d(t_ch, t_ch, 3, padding=1), nn.ReLU(inplace=True),
                                        nn.Conv2d(t_ch, t_ch, 3, padding=1))
+        self.student_relu, self.teacher_relu = student.backbone.stage_relu, teacher.backbone.stage_relu
 
     def notes(self):
         return [f"Af-DCD: lambda {self.weight} x (KD {self.kd}, contrastive {self.contrast}, mimicking {self.mimic}); "
@@ -113,6 +117,7 @@ class AfDCD(Method):
 
     def forward(self, student, teacher, warmup=False):
         s, t = student.taps["backbone"], teacher.taps["backbone"]
+        s, t = F.relu(s) if self.student_relu else s, F.relu(t) if self.teacher_relu else t  # c4 as the nets give it
         projected = self.project(s)
         pool = max(1, round(32 * t.shape[2] / student.logits.shape[2]))  # kernel 4 at stride 8, 2 at stride 16
         terms = {"afdcd/kd": self.kd * kd_loss(student.logits, teacher.logits),

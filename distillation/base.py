@@ -70,6 +70,7 @@ class Method(nn.Module):
     teacher_train_mode = False
     divide_by_batch = True
     needs_labels = False       # forward also gets ``labels`` (the ground truth, N x H x W, ignore 255)
+    clip_grad_norm = None      # its modules' gradients clipped to this norm before each step (its reference's)
 
     def __init__(self, student, teacher, **values):
         """``values``: hyperparameters by attribute name; the others take the paper's value."""

@@ -54,6 +54,12 @@ class Distiller(nn.Module):
         return [{"params": list(m.parameters()), "lr": lr * m.lr_mult, "name": n}
                 for n, m in self.trainable_modules().items() if pick(m)]
 
+    def clip_groups(self):
+        """(parameters, max gradient norm) of the methods whose reference clips its modules' gradients (Af-DCD)."""
+        groups = [([p for p in m.parameters() if p.requires_grad], m.clip_grad_norm) for m in self.methods.values()
+                  if m.clip_grad_norm]
+        return [(params, norm) for params, norm in groups if params]
+
     def load_trainable(self, state):
         """Load ``trainable_modules()`` weights; also the layout of earlier checkpoints, which held AttnFD's
         three connectors alone (``0.0.weight`` = backbone tap ...)."""

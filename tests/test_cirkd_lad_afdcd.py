@@ -263,3 +263,27 @@ def test_lad_teacher_trains_on_two_noised_paths_and_the_student_needs_such_a_tea
     d = build_distiller(DeepLab(3, "mobilenet"), model, {"lad": {"weight": 3.0, "temperature": 4.0}})
     with pytest.raises(ValueError, match="needs the labels"):
         d(x)
+
+
+def test_afdcd_uses_c4_after_its_relu_and_its_modules_gradients_are_clipped_to_15():
+    """train_ocmgd.py clips the gradient norm of Af-DCD's own modules to 15 before each step; the student's are
+    left alone."""
+    from training.loop import train_step
+    from utils.device import Precision
+
+    torch.manual_seed(0)
+    teacher, student = DeepLab(3, "resnet18"), DeepLab(3, "resnet18")
+    values = {"weight": 1.0, "kd": 1.0, "contrast": 50.0, "mimic": 1.0, "mask_ratio": 0.75}
+    d = build_distiller(student, teacher, {"afdcd": values}).train()
+    method = d.methods["afdcd"]
+    assert d.clip_groups() == [(list(method.parameters()), 15.0)]
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        taps = teacher.forward_features(x).taps["backbone"]
+    assert (taps < 0).any()  # the tap is pre-ReLU; Af-DCD reads relu(tap), c4 as ResNet's layer4 returns it
+    opt = torch.optim.SGD([p for p in d.parameters() if p.requires_grad], lr=0.0)
+    train_step(d, SegmentationLosses().build_loss("ce"), opt, Precision(torch.device("cpu")), x,
+               torch.randint(0, 3, (2, 64, 64)))
+    own = torch.nn.utils.get_total_norm([p.grad for p in method.parameters()])
+    rest = torch.nn.utils.get_total_norm([p.grad for p in student.parameters() if p.grad is not None])
+    assert own.item() == pytest.approx(15.0, rel=1e-4) and rest.item() > 15.0  # clipped; the student's not

@@ -72,16 +72,16 @@ def train_step(net, criterion, optimizer, precision, image, target, sync_grads=(
     averaged over ranks by hand, for a ``net`` not wrapped in DDP (the warm-up epoch).
     Returns the detached loss values to log, without a host sync.
     """
+    inner = getattr(net, "module", net)  # under DDP: the distiller or model
     with precision.autocast():
-        takes_labels = getattr(getattr(net, "module", net), "takes_labels", False)  # a distiller (DDP: its module)
-        out = net(image, labels=target, **kwargs) if takes_labels else net(image, **kwargs)
+        out = net(image, labels=target, **kwargs) if getattr(inner, "takes_labels", False) else net(image, **kwargs)
     logits, terms = out if isinstance(out, tuple) else (out, {})
     terms = {k: fp32(v) for k, v in terms.items()}
     ce = criterion(fp32(logits), target)
     distill = sum(terms.values())
     loss = ce + distill
     optimizer.zero_grad(set_to_none=True)
-    precision.backward_step(loss, optimizer, sync_grads)
+    precision.backward_step(loss, optimizer, sync_grads, inner.clip_groups() if hasattr(inner, "clip_groups") else ())
     logged = {"total_loss_iter": loss, "ce": ce, **terms}
     if terms:
         logged["distill/total"] = distill

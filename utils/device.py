@@ -73,9 +73,10 @@ class Precision:
     def images(self, x):
         return x.to(self.device, non_blocking=True, memory_format=self.memory_format)
 
-    def backward_step(self, loss, optimizer, sync_grads=()):
+    def backward_step(self, loss, optimizer, sync_grads=(), clip=()):
         """loss.backward() and optimizer.step(), through the GradScaler when fp16; the gradients of
-        ``sync_grads`` are averaged over ranks in between (what DDP does for the parameters it wraps)."""
+        ``sync_grads`` are averaged over ranks in between (what DDP does for the parameters it wraps), then
+        each ``(parameters, max_norm)`` of ``clip`` is clipped to that gradient norm."""
         self.scaler.scale(loss).backward()
         if sync_grads:
             import torch.distributed as dist
@@ -84,6 +85,10 @@ class Precision:
             for g in grads:
                 dist.all_reduce(g)
                 g.div_(dist.get_world_size())
+        if clip:
+            self.scaler.unscale_(optimizer)
+            for params, max_norm in clip:
+                torch.nn.utils.clip_grad_norm_(params, max_norm)
         self.scaler.step(optimizer)
         self.scaler.update()
 
