@@ -19,9 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dataloaders import build_dataset  # noqa: E402
+from dataloaders import build_dataset, class_names  # noqa: E402
 from dataloaders.synthetic import generate  # noqa: E402
-from dataloaders.utils import decode_segmap, denormalize  # noqa: E402
+from dataloaders.utils import decode_segmap, denormalize, get_palette  # noqa: E402
 from modeling import num_params  # noqa: E402
 from training import get_args_parser, main  # noqa: E402
 from utils.cli import ArgumentParser, number  # noqa: E402
@@ -123,7 +123,8 @@ def main_demo(d):
 
 @torch.no_grad()
 def save_predictions(runs, d, path, n=4):
-    """Rows: image, ground truth, then each model's prediction, for the first ``n`` val images."""
+    """Rows: image, ground truth, then each model's prediction, for the first ``n`` val images; a legend names the
+    class of each colour."""
     val = build_dataset("synthetic", "val", d.size, d.size)
     samples = [val[i] for i in range(min(n, len(val)))]
     fig, axes = plt.subplots(2 + len(runs), len(samples), figsize=(2 * len(samples), 2 * (2 + len(runs))))
@@ -142,7 +143,14 @@ def save_predictions(runs, d, path, n=4):
             ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(title, fontsize=7)
-    plt.tight_layout()
+    from matplotlib.patches import Patch
+
+    palette = get_palette("pascal")
+    names = class_names("synthetic")
+    keys = [*enumerate(names), (255, "ignored (object borders)")]
+    fig.legend(handles=[Patch(facecolor=palette[c] / 255, edgecolor="black", linewidth=0.3, label=name)
+                        for c, name in keys], loc="lower center", ncol=4, fontsize=6, frameon=False)
+    plt.tight_layout(rect=(0, 0.55 / fig.get_figheight(), 1, 1))  # room for the legend's two rows
     plt.savefig(path, dpi=110)
     plt.close(fig)
 
