@@ -19,6 +19,7 @@ case $DATASET in
   *) echo "usage: scripts/paper.sh pascal|cityscapes [OUT]" >&2; exit 2 ;;
 esac
 OUT=${2:-paper/$DATASET}
+PY=${PYTHON:-python3}
 GPUS=${GPUS:-1}
 SEEDS=${SEEDS:-"1 2 3"}
 T=${TEACHER:-pretrained/teacher-$DATASET.pth.tar}
@@ -28,7 +29,7 @@ COMMON="$DATA --backbone resnet18 --nesterov --batch-size 6 --crop-size 513"
 if [ "$GPUS" -gt 1 ]; then
   LAUNCH=(torchrun --standalone --nproc_per_node "$GPUS"); SWEEP_LAUNCH=(--launcher "torchrun --standalone --nproc_per_node $GPUS")
 else
-  LAUNCH=(python); SWEEP_LAUNCH=()
+  LAUNCH=("$PY"); SWEEP_LAUNCH=()
 fi
 run() { if [ -n "${DRY_RUN:-}" ]; then echo "$*"; else "$@"; fi; }
 
@@ -47,7 +48,7 @@ KD="train_kd.py --teacher_path $T --attn_lambda 0"
 paper=()
 for ((i = 0; i < ${#PAPER[@]}; i += 2)); do paper+=(--paper "${PAPER[i]}" "${PAPER[i+1]}"); done
 # shellcheck disable=SC2086
-python sweep.py --out "$OUT" --seeds $SEEDS --resume "${SWEEP_LAUNCH[@]}" "${paper[@]}" ${DRY_RUN:+--dry-run} \
+"$PY" sweep.py --out "$OUT" --seeds $SEEDS --resume "${SWEEP_LAUNCH[@]}" "${paper[@]}" ${DRY_RUN:+--dry-run} \
   --run baseline "train.py" \
   --run kd "$KD --kd_lambda 1" \
   --run overhaul "$KD --overhaul_lambda 1e-5" \
