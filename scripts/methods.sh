@@ -4,8 +4,8 @@
 #   bash scripts/methods.sh [OUT]        (OUT defaults to study/; reuses the study's data and teacher)
 #   ROWS="baseline cirkd lad afdcd" bash scripts/methods.sh      (some rows only; finished cells are reused)
 # LAD distils from its own label-assisted ResNet-18 teacher (train.py --label-assisted), trained once here.
-# CPU: about 90 minutes on 2 cores for 5 seeds of the 11 rows (plus the teacher, ~25 min, if scripts/study.sh
-# has not made it).
+# CPU, 2 cores, JOBS=2: a run takes 3-8 minutes (Af-DCD's about 20), so 5 seeds of the 11 rows take about 2.5 hours
+# (plus the teacher, ~25 min, and LAD's, ~8 min, if they are not there yet).
 # shellcheck source=scripts/tasks.sh
 source "$(dirname "$0")/tasks.sh" "$@"
 task easy
