@@ -135,17 +135,6 @@ def validated(run_dir):
     return [epochs[e] for e in sorted(epochs)]
 
 
-def best_miou(run_dir):
-    """Best val mIoU over every epoch validated in the run (what the field reports), or None."""
-    return max(validated(run_dir), default=None)
-
-
-def final_miou(run_dir):
-    """The last validated epoch's val mIoU, or None."""
-    values = validated(run_dir)
-    return values[-1] if values else None
-
-
 def last_line(path):
     with open(path, errors="replace") as f:
         lines = [line.strip() for line in f.read().replace("\r", "\n").splitlines() if line.strip()]
@@ -211,31 +200,38 @@ def train_one(args, name, command, seed, env):
     os.makedirs(run_dir, exist_ok=True)
     log = os.path.join(args.out, "logs", f"{name}-seed{seed}.log")
     start = time.time()
+    launched = cmd + (["--resume", go_on] if go_on else [])
     with open(log, "a" if go_on else "w") as f:
-        f.write(shlex.join(cmd + (["--resume", go_on] if go_on else [])) + "\n")
+        f.write(shlex.join(launched) + "\n")
         f.flush()
-        rc = subprocess.call(cmd + (["--resume", go_on] if go_on else []), stdout=f, stderr=subprocess.STDOUT,
-                             cwd=os.getcwd(), env=env)
+        rc = subprocess.call(launched, stdout=f, stderr=subprocess.STDOUT, cwd=os.getcwd(), env=env)
     record = {"cmd": cmd[1:], "returncode": rc, "seconds": round(time.time() - start, 1), "log": log}
-    miou = best_miou(run_dir) if rc == 0 else None
+    values = validated(run_dir) if rc == 0 else []
+    miou = max(values, default=None)
     if rc == 0 and miou is None:
         rc, record["returncode"] = -1, -1
         record["error"] = "finished without a validated epoch (check --no-val / --eval-interval)"
     if rc == 0:
-        record["best_mIoU"], record["final_mIoU"] = miou, final_miou(run_dir)
+        record["best_mIoU"], record["final_mIoU"] = miou, values[-1]  # the field's best epoch; the last one
         write_text_atomic(os.path.join(run_dir, "result.json"), json.dumps(record, indent=1))
     else:
         record.setdefault("error", f"exit {rc}: {last_line(log)}")
     return record
 
 
+def final_of(args, name, seed, record):
+    """A finished cell's last-epoch mIoU: its record's, or (a cell finished before records kept it) its history's."""
+    if "final_mIoU" in record or "best_mIoU" not in record:
+        return record.get("final_mIoU")
+    values = validated(command_for(args, name, dict(args.run)[name], seed)[1])
+    return values[-1] if values else None
+
+
 def summarize(args, records):
     """results.json / .md / .png from {(name, seed): record}."""
     names = [n for n, _ in args.run]
     runs = {n: {str(s): records[n, s].get("best_mIoU") for s in args.seeds if (n, s) in records} for n in names}
-    final = {n: {str(s): records[n, s].get("final_mIoU", final_miou(command_for(args, n, dict(args.run)[n], s)[1])
-                                           if "best_mIoU" in records[n, s] else None)
-                 for s in args.seeds if (n, s) in records} for n in names}
+    final = {n: {str(s): final_of(args, n, s, records[n, s]) for s in args.seeds if (n, s) in records} for n in names}
     failed = {n: {str(s): records[n, s]["error"] for s in args.seeds if (n, s) in records and "error" in records[n, s]}
               for n in names}
     result = {"runs": runs, "final": final, "commands": dict(args.run), "common": shlex.join(args.common),
