@@ -9,8 +9,9 @@ Each (run, seed) trains in ``DIR/runs/<NAME>/seed<S>`` (``--run-dir``, ``--seed`
 ARGS follow the run's own) with its log in ``DIR/logs/<NAME>-seed<S>.log``.  The outcome is
 ``DIR/results.json`` (``{"runs": {NAME: {"<seed>": best val mIoU}}, "final": {... last epoch's}, "commands": ...,
 "failed": ...}``), ``DIR/results.md`` (per run: n, best- and final-epoch mean ± std, per seed, and against the
-first run the paired difference with its 95% confidence interval, paired t-test and Wilcoxon p-values and the
-seeds won) and ``DIR/results.png``.  The files are rewritten after every run,
+first run (or the row ``--compare`` names) the paired difference with its 95% confidence interval, paired t-test and
+Wilcoxon p-values and the seeds won) and ``DIR/results.png`` (``--table PREFIX``: PREFIX.json/.md/.png instead, so
+that several tables can share one folder of runs and its finished cells).  The files are rewritten after every run,
 so a sweep in progress can be read (``--report-only`` rewrites them from the finished runs without
 training).  A finished run is skipped when the same command is run again; a failed run is reported
 as failed and retried.  A finished run is never deleted: a sweep whose command for a finished cell changed is
@@ -62,6 +63,12 @@ def get_args_parser():
     p.add_argument("--resume", action="store_true",
                    help="a cell that stopped before finishing goes on from its last checkpoint (--resume) instead of "
                         "starting over: for long runs")
+    p.add_argument("--compare", nargs=2, action="append", default=[], metavar=("NAME", "REF"),
+                   help="compare the run NAME with the run REF (same seeds) instead of with the first run, e.g. "
+                        "--compare attnfd-amp attnfd")
+    p.add_argument("--table", default=None, metavar="PREFIX",
+                   help="write the tables as PREFIX.json/.md/.png instead of DIR/results.*: several tables over "
+                        "one folder of runs, sharing its finished cells")
     p.add_argument("--paper", nargs=2, action="append", default=[], metavar=("NAME", "MIOU"),
                    help="a published mIoU (%%) for the run NAME: the table shows it and its gain over the first "
                         "run's published number beside the measured ones")
@@ -95,6 +102,11 @@ def parse(argv=None):
             args.paper[i] = (name, -1.0)
         if name not in names or not 0 <= args.paper[i][1] <= 100:
             raise UsageError(f"--paper {name} {value}: give the name of a --run and a published mIoU in % (0-100)")
+    for name, ref in args.compare:
+        if name not in names or ref not in names or name == ref:
+            raise UsageError(f"--compare {name} {ref}: give the names of two different --run rows")
+    if args.table is not None and (not args.table or os.path.isdir(args.table)):
+        raise UsageError(f"--table {args.table!r}: give a file prefix (PREFIX.json/.md/.png are written), not a folder")
     if len(set(args.seeds)) != len(args.seeds):
         raise UsageError("--seeds must be unique")
     for flag in RESERVED:
@@ -236,14 +248,20 @@ def summarize(args, records):
               for n in names}
     result = {"runs": runs, "final": final, "commands": dict(args.run), "common": shlex.join(args.common),
               "seeds": args.seeds,
-              "paper": {n: v for n, v in args.paper},
+              "paper": {n: v for n, v in args.paper}, "versus": {n: r for n, r in args.compare},
               "failed": {n: f for n, f in failed.items() if f},
               "seconds": {n: {str(s): records[n, s]["seconds"] for s in args.seeds
                               if (n, s) in records and "seconds" in records[n, s]} for n in names}}
-    write_text_atomic(os.path.join(args.out, "results.json"), json.dumps(result, indent=1))
-    write_text_atomic(os.path.join(args.out, "results.md"), table(result))
-    plot(result, os.path.join(args.out, "results.png"))
+    prefix = tables_prefix(args)
+    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    write_text_atomic(prefix + ".json", json.dumps(result, indent=1))
+    write_text_atomic(prefix + ".md", table(result))
+    plot(result, prefix + ".png")
     return result
+
+
+def tables_prefix(args):
+    return args.table if args.table is not None else os.path.join(args.out, "results")
 
 
 def main(args):
@@ -256,7 +274,7 @@ def main(args):
         records = {(n, s): r for n, c, s in cells if (r := finished(*command_for(args, n, c, s))) is not None}
         result = summarize(args, records)
         print(table(result))
-        print(f"{len(records)} of {len(cells)} runs finished; wrote {args.out}/results.json, results.md, results.png")
+        print(f"{len(records)} of {len(cells)} runs finished; wrote {tables_prefix(args)}.json, .md, .png")
         return result
     changed = changed_cells(args, cells)
     if changed and not args.rerun_changed:
@@ -288,7 +306,7 @@ def main(args):
     bar.close()
     result = summarize(args, records)
     print(table(result))
-    print(f"Wrote {args.out}/results.json, results.md, results.png")
+    print(f"Wrote {tables_prefix(args)}.json, .md, .png")
     return result
 
 

@@ -1,32 +1,98 @@
 #!/usr/bin/env bash
 # The README's "Does it work?" study, end to end: data, teachers, then one sweep.py command per table.
-#   bash scripts/study.sh [OUT]          (OUT defaults to study/; a rerun skips finished runs)
-# CPU: about 3 hours on 2 cores (teachers ~25 min each, students ~1.5 min each); a GPU is much faster.
-# JOBS (default 2) trainings run at once.
+#   bash scripts/study.sh [OUT]                    (OUT defaults to study/; a rerun skips finished runs)
+#   TABLES="amp mobilenet" bash scripts/study.sh   (some tables only; their data and teachers first)
+# Tables: easy hard (the first study: one change at a time from the eval-mode teacher), amp (fp32 vs --amp),
+# mobilenet (a MobileNetV2 student), round2-easy round2-hard (combinations with the default train-mode teacher),
+# longer-easy longer-hard (20 student epochs).  The round-2, amp and longer tables share the cells of
+# scripts/methods.sh (OUT/methods and OUT/methods-hard: runs of one command are trained once).
+# CPU, 2 cores, JOBS=2 (default; JOBS trainings at once): teachers ~25 min each, a ResNet-18 run 3-6 min, so
+# about 1.5 hours per 10-row table of 5 seeds; a GPU is much faster (run several at once: JOBS=8).
 # shellcheck source=scripts/tasks.sh
 source "$(dirname "$0")/tasks.sh" "$@"
-task easy  # both teachers first
-task hard
+TABLES=${TABLES:-"easy hard amp mobilenet round2-easy round2-hard longer-easy longer-hard"}
 
-task easy
-# shellcheck disable=SC2086
-ATTNFD_SYNTHETIC_ROOT=$root python sweep.py --out "$OUT/easy" --jobs "$JOBS" --seeds $SEEDS \
-  --run baseline "train.py" \
-  --run attnfd "train_kd.py --teacher_path $T --no-teacher-train-mode" \
-  --run aspp-dropout "train_kd.py --teacher_path $T --distill-aspp-dropout --no-teacher-train-mode" \
-  --run teacher-train-mode "train_kd.py --teacher_path $T --teacher-train-mode" \
-  --run parameter-free "train_kd.py --teacher_path $T --teacher-attention parameter-free --no-teacher-train-mode" \
-  --run channel-norm "train_kd.py --teacher_path $T --attn-norm channel --no-teacher-train-mode" \
-  --run no-warmup "train_kd.py --teacher_path $T --no-warmup --no-teacher-train-mode" \
-  --run cbam-mlp-frozen "train_kd.py --teacher_path $T --student-cbam-mlp frozen --no-teacher-train-mode" \
-  --run lambda-0.5 "train_kd.py --teacher_path $T --attn_lambda 0.5 --no-teacher-train-mode" \
-  --run lambda-8 "train_kd.py --teacher_path $T --attn_lambda 8 --no-teacher-train-mode" \
-  -- --backbone resnet18 --epochs 10 $COMMON
+sweep() {  # sweep DIFFICULTY ARGS...: sweep.py on that task's data
+  local difficulty=$1
+  shift
+  # shellcheck disable=SC2086
+  ATTNFD_SYNTHETIC_ROOT=$OUT/data/$difficulty/VOC2012 python sweep.py --jobs "$JOBS" --seeds $SEEDS "$@"
+}
 
-task hard
-# shellcheck disable=SC2086
-ATTNFD_SYNTHETIC_ROOT=$root python sweep.py --out "$OUT/hard" --jobs "$JOBS" --seeds $SEEDS \
-  --run baseline "train.py" \
-  --run attnfd "train_kd.py --teacher_path $T --no-teacher-train-mode" \
-  --run teacher-train-mode "train_kd.py --teacher_path $T --teacher-train-mode" \
-  -- --backbone resnet18 --epochs 10 $COMMON
+# The combinations the first study left open, with train_kd.py's defaults (train-mode teacher): DIR SUFFIX
+round2() {
+  task "$1"
+  local out=$OUT/methods$2 KD="train_kd.py --teacher_path $T"
+  # shellcheck disable=SC2086
+  sweep "$1" --out "$out" --table "$OUT/round2-$1" \
+    --run baseline "train.py" \
+    --run attnfd "$KD" \
+    --run channel-norm "$KD --attn-norm channel" \
+    --run no-warmup "$KD --no-warmup" \
+    --run channel-norm+no-warmup "$KD --attn-norm channel --no-warmup" \
+    --run lambda-1 "$KD --attn_lambda 1" \
+    --run lambda-4 "$KD --attn_lambda 4" \
+    -- --backbone resnet18 --epochs 10 $COMMON
+}
+
+longer() {  # 20 student epochs against the same 30-epoch teacher
+  task "$1"
+  # shellcheck disable=SC2086
+  sweep "$1" --out "$OUT/longer-$1" \
+    --run baseline "train.py" \
+    --run attnfd "train_kd.py --teacher_path $T" \
+    --run channel-norm+no-warmup "train_kd.py --teacher_path $T --attn-norm channel --no-warmup" \
+    -- --backbone resnet18 --epochs 20 $COMMON
+}
+
+for table in $TABLES; do
+  case $table in
+    easy)
+      task easy
+      # shellcheck disable=SC2086
+      sweep easy --out "$OUT/easy" \
+        --run baseline "train.py" \
+        --run attnfd "train_kd.py --teacher_path $T --no-teacher-train-mode" \
+        --run aspp-dropout "train_kd.py --teacher_path $T --distill-aspp-dropout --no-teacher-train-mode" \
+        --run teacher-train-mode "train_kd.py --teacher_path $T --teacher-train-mode" \
+        --run parameter-free "train_kd.py --teacher_path $T --teacher-attention parameter-free --no-teacher-train-mode" \
+        --run channel-norm "train_kd.py --teacher_path $T --attn-norm channel --no-teacher-train-mode" \
+        --run no-warmup "train_kd.py --teacher_path $T --no-warmup --no-teacher-train-mode" \
+        --run cbam-mlp-frozen "train_kd.py --teacher_path $T --student-cbam-mlp frozen --no-teacher-train-mode" \
+        --run lambda-0.5 "train_kd.py --teacher_path $T --attn_lambda 0.5 --no-teacher-train-mode" \
+        --run lambda-8 "train_kd.py --teacher_path $T --attn_lambda 8 --no-teacher-train-mode" \
+        -- --backbone resnet18 --epochs 10 $COMMON ;;
+    hard)
+      task hard
+      # shellcheck disable=SC2086
+      sweep hard --out "$OUT/hard" \
+        --run baseline "train.py" \
+        --run attnfd "train_kd.py --teacher_path $T --no-teacher-train-mode" \
+        --run teacher-train-mode "train_kd.py --teacher_path $T --teacher-train-mode" \
+        -- --backbone resnet18 --epochs 10 $COMMON ;;
+    amp)  # each --amp row against its fp32 row, seed by seed
+      task easy
+      # shellcheck disable=SC2086
+      sweep easy --out "$OUT/methods" --table "$OUT/amp" \
+        --run baseline "train.py" \
+        --run baseline-amp "train.py --amp" \
+        --run attnfd "train_kd.py --teacher_path $T" \
+        --run attnfd-amp "train_kd.py --teacher_path $T --amp" \
+        --compare attnfd-amp attnfd \
+        -- --backbone resnet18 --epochs 10 $COMMON ;;
+    mobilenet)  # a MobileNetV2 student of the same ResNet-101 teacher; DIST as in scripts/methods.sh
+      task easy
+      # shellcheck disable=SC2086
+      sweep easy --out "$OUT/mobilenet" \
+        --run baseline "train.py" \
+        --run attnfd "train_kd.py --teacher_path $T" \
+        --run dist "train_kd.py --teacher_path $T --attn_lambda 0 --dist_lambda 1" \
+        -- --backbone mobilenet --epochs 10 $COMMON ;;
+    round2-easy) round2 easy "" ;;
+    round2-hard) round2 hard "-hard" ;;
+    longer-easy) longer easy ;;
+    longer-hard) longer hard ;;
+    *) echo "study.sh: unknown table '$table' in TABLES (tables: easy hard amp mobilenet round2-easy" \
+            "round2-hard longer-easy longer-hard)" >&2; exit 2 ;;
+  esac
+done

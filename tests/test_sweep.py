@@ -154,6 +154,34 @@ def test_table_with_the_papers_numbers_beside_the_measured_ones():
         sweep.parse(["--out", "o", "--seeds", "1", "--run", "a", "train.py", "--paper", "a", "700"])
 
 
+def test_compare_pairs_a_row_with_another_and_table_writes_beside_shared_cells(tmp_path):
+    """--compare b-amp b: that row's paired columns are against b (a "vs" column names it); --table PREFIX: the
+    tables are written there from the finished cells of --out, which stay where they are."""
+    seeds = {"a": (0.30, 0.40), "a-amp": (0.31, 0.38), "b": (0.36, 0.42), "b-amp": (0.35, 0.40)}
+    argv = ["--out", str(tmp_path / "runs-dir"), "--seeds", "1", "2", "--report-only", "--table", str(tmp_path / "t"),
+            *[w for n in seeds for w in ("--run", n, f"train.py --tag {n}")], "--compare", "b-amp", "b"]
+    args = sweep.parse(argv)
+    for name, values in seeds.items():
+        for seed, miou in zip((1, 2), values):
+            cmd, run_dir = sweep.command_for(args, name, f"train.py --tag {name}", seed)
+            os.makedirs(run_dir)
+            Path(run_dir, "result.json").write_text(json.dumps({"cmd": cmd[1:], "best_mIoU": miou,
+                                                                "final_mIoU": miou - 0.01}))
+    sweep.main(args)
+    assert not (tmp_path / "runs-dir" / "results.md").exists()
+    rows = (tmp_path / "t.md").read_text().splitlines()
+    assert rows[0].startswith("| run | vs | n |") and rows[1].count("---") == 11
+    assert rows[2].startswith("| a |  | 2 |")
+    assert rows[3].startswith("| a-amp | a | 2 |") and "| -0.50 ± 2.12 |" in rows[3]  # +1, -2 vs a
+    assert rows[4].startswith("| b | a | 2 |") and "| +4.00 ± 2.83 |" in rows[4] and "| 2/2 |" in rows[4]
+    assert rows[5].startswith("| b-amp | b | 2 |") and "| -1.50 ± 0.71 |" in rows[5] and "| 0/2 |" in rows[5]
+    assert json.loads((tmp_path / "t.json").read_text())["versus"] == {"b-amp": "b"} and (tmp_path / "t.png").exists()
+    for bad, message in ((["--compare", "b-amp", "z"], "--compare b-amp z"), (["--compare", "a", "a"], "--compare a a"),
+                         (["--table", str(tmp_path)], "give a file prefix")):
+        with pytest.raises(sweep.UsageError, match=message):
+            sweep.parse(argv + bad)
+
+
 def test_paper_sh_dry_run_prints_the_papers_grid():
     """scripts/paper.sh pascal: LAD's label-assisted teacher first, then the paper's 7 rows x 3 seeds at its
     schedule with the published teacher, each under torchrun on GPUS GPUs (python with one)."""

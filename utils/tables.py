@@ -33,18 +33,22 @@ def _p(x):
 def table(result):
     """Markdown: per run n, best- and final-epoch mean ± std, the per-seed best, and against the first run the paired
     difference (mean ± std, its 95% confidence interval, paired t-test and Wilcoxon signed-rank p-values, the seeds
-    won, and the final-epoch paired difference); with published numbers (``result["paper"]``), the paper's mIoU and
+    won, and the final-epoch paired difference), or against the row ``result["versus"]`` names for a run (then a
+    "vs" column says which); with published numbers (``result["paper"]``), the paper's mIoU and
     its gain over the paper's first run too."""
     names = list(result["runs"])
     final = result.get("final") or {}
-    first, first_final = (result["runs"][names[0]], final.get(names[0], {})) if names else ({}, {})
+    versus = result.get("versus") or {}
     paper = result.get("paper") or {}
-    rows = ["| run | n | best-epoch mIoU % | final-epoch mIoU % | per seed, best (" + " ".join(str(s) for s in
-                                                                                     result["seeds"]) + ") | "
-            f"Δ best vs {names[0] if names else '-'} (paired) | 95% CI | p (t / Wilcoxon) | seeds won | Δ final |"
-            + (" paper mIoU % | paper Δ |" if paper else ""),
-            "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if paper else "")]
+    head = "| run | vs | n |" if versus else "| run | n |"
+    rows = [head + " best-epoch mIoU % | final-epoch mIoU % | per seed, best (" + " ".join(str(s) for s in
+                                                                                 result["seeds"]) + ") | "
+            + ("Δ best (paired)" if versus else f"Δ best vs {names[0] if names else '-'} (paired)")
+            + " | 95% CI | p (t / Wilcoxon) | seeds won | Δ final |" + (" paper mIoU % | paper Δ |" if paper else ""),
+            "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if versus else "") + ("---|---|" if paper else "")]
     for name in names:
+        ref = versus.get(name, names[0])
+        first, first_final = result["runs"][ref], final.get(ref, {})
         got = result["runs"][name]
         ok = {s: v for s, v in got.items() if v is not None}
         last = {s: v for s, v in final.get(name, {}).items() if v is not None}
@@ -53,7 +57,7 @@ def table(result):
         mean = "-" if not ok else "{:.2f} ± {:.2f}".format(*(100 * x for x in stats(list(ok.values()))))
         mean_final = "-" if not last else "{:.2f} ± {:.2f}".format(*(100 * x for x in stats(list(last.values()))))
         paired = [s for s in ok if first.get(s) is not None]
-        if name == names[0] or not paired:
+        if name == ref or not paired:
             delta, ci, p, won, delta_final = "", "", "", "", ""
         else:
             diffs = [ok[s] - first[s] for s in paired]
@@ -67,10 +71,11 @@ def table(result):
             delta_final = f"{100 * float(np.mean([last[s] - first_final[s] for s in both])):+.2f}" if both else "-"
         published = ""
         if paper:
-            base = paper.get(names[0])
+            base = paper.get(ref)
             published = (f" {paper[name]:.2f} | " if name in paper else " - | ") + (
-                f"{paper[name] - base:+.2f} |" if name in paper and base is not None and name != names[0] else " |")
-        rows.append(f"| {name} | {len(ok)} | {mean} | {mean_final} | {per_seed} | {delta} | {ci} | {p} | {won} | "
+                f"{paper[name] - base:+.2f} |" if name in paper and base is not None and name != ref else " |")
+        vs = (f" {ref if name != ref else ''} |" if versus else "")
+        rows.append(f"| {name} |{vs} {len(ok)} | {mean} | {mean_final} | {per_seed} | {delta} | {ci} | {p} | {won} | "
                     f"{delta_final} |{published}")
     lines = rows + ["", f"Common args: `{result['common']}`", ""]
     lines += [f"- `{n}`: `{c}`" for n, c in result["commands"].items()]
