@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from distillation import METHODS, build_distiller  # noqa: E402
 from modeling import DeepLab  # noqa: E402
-from training import sgd, train_step  # noqa: E402
+from training import SGD, train_step  # noqa: E402
 from utils.cli import ArgumentParser, number  # noqa: E402
 from utils.device import Precision  # noqa: E402
 from utils.loss import SegmentationLosses  # noqa: E402
@@ -87,7 +87,7 @@ def build(a, phases):
         net = build_distiller(student_, teacher, methods, teacher_train_mode=a.teacher_train_mode)
         needs = set().union(*(m.teacher_needs for m in net.methods.values()))
     net = precision.prepare(net if teacher else student).train()
-    opt = sgd([p for p in net.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)  # as the trainer's
+    opt = SGD([p for p in net.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)  # as the trainer's
     compiled = {m: torch.compile(m) if a.compile else m for m in (student, net) if m is not None}
 
     def teacher_forward():  # what the distillation step asks of the teacher

@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 from dataloaders.samplers import ShardSampler
 from distillation import AttnFD, Distiller
 from modeling import DeepLab
-from training import sgd, train_step
+from training import SGD, train_step
 from utils.device import Precision
 from utils.distributed import convert_sync_batchnorm
 from utils.loss import SegmentationLosses
@@ -53,7 +53,7 @@ def one_step(net, kd):
     r, w = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     part = slice(r * BATCH // w, (r + 1) * BATCH // w)
     groups = kd.student.param_groups(LR) + kd.param_groups(LR, "late")
-    opt = sgd(groups, lr=LR, momentum=0.9, weight_decay=5e-4)
+    opt = SGD(groups, lr=LR, momentum=0.9, weight_decay=5e-4)
     kd.train()
     logged = train_step(net, SegmentationLosses().build_loss("ce"), opt, Precision(torch.device("cpu")),
                         x[part], y[part])

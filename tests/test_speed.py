@@ -9,7 +9,7 @@ import torch
 
 from distillation import AttnFD, Distiller
 from modeling import DeepLab, model_from_checkpoint
-from training import get_args_parser, main, sgd, train_step
+from training import SGD, get_args_parser, main, train_step
 from utils.device import Precision, amp_dtype
 from utils.loss import SegmentationLosses
 
@@ -64,7 +64,7 @@ def test_amp_trains_a_tiny_problem_on_cpu(dtype):
     model = precision.prepare(DeepLab(num_classes=3, backbone="mobilenet")).train()
     if dtype == "fp16":
         precision.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
-    opt = sgd(model.param_groups(0.01), lr=0.01, momentum=0.9)
+    opt = SGD(model.param_groups(0.01), lr=0.01, momentum=0.9)
     ce = SegmentationLosses().build_loss("ce")
     x, y = toy_batch(4 if dtype == "bf16" else 2)
     losses = []
@@ -105,15 +105,26 @@ def test_channels_last_changes_nothing_but_the_layout():
     torch.testing.assert_close(model(precision.images(x)), ref, rtol=1e-4, atol=1e-4)
 
 
-def test_sgd_helper_matches_the_plain_update():
+@pytest.mark.parametrize("fused", [False, True])
+def test_sgd_matches_the_plain_update(fused):
+    """The trainer's SGD gives the per-tensor loop's weights: the foreach update (default) bit for bit, the fused one
+    (--fused-sgd) to the last digit; both also for a parameter whose first gradient comes later (AttnFD's connectors
+    after warm-up: torch's fused SGD alone raises a TypeError there) and after resuming from a state dict the other
+    update path wrote."""
     torch.manual_seed(0)
-    a = [torch.nn.Parameter(torch.randn(5, 4)) for _ in range(3)]
+    a = [torch.nn.Parameter(torch.randn(64, 48)) for _ in range(3)]
     b = [torch.nn.Parameter(p.detach().clone()) for p in a]
     kw = dict(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    fast, plain = sgd(a, **kw), torch.optim.SGD(b, foreach=False, **kw)
-    for step in range(3):
+    fast, plain = SGD(a, fused=fused, **kw), torch.optim.SGD(b, foreach=False, **kw)
+    for step in range(4):
+        if step == 2:  # resume: a state dict written by the other path, loaded into a fresh optimizer
+            other = SGD([torch.nn.Parameter(p.detach().clone()) for p in a], fused=not fused, **kw)
+            other.load_state_dict(fast.state_dict())
+            fast = SGD(a, fused=fused, **kw)
+            fast.load_state_dict(other.state_dict())
+            assert [(g["fused"], g["foreach"]) for g in fast.param_groups] == [(fused or None, None if fused else True)]
         for i, (p, q) in enumerate(zip(a, b)):
-            if i == 2 and step == 0:  # a parameter whose first gradient comes later (AttnFD connectors after warm-up)
+            if i == 2 and step == 0:  # a parameter whose first gradient comes later
                 p.grad = q.grad = None
                 continue
             p.grad = torch.randn_like(p)
@@ -121,7 +132,10 @@ def test_sgd_helper_matches_the_plain_update():
         fast.step()
         plain.step()
     for p, q in zip(a, b):
-        torch.testing.assert_close(p, q)
+        if fused:
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+        else:
+            assert torch.equal(p, q)
 
 
 def test_checkpoint_written_under_amp_is_fp32_and_predicts_like_bf16(tmp_path, monkeypatch):

@@ -2,10 +2,10 @@
 (builders), ``loop`` (``train_step``, ``train_one_epoch``), ``state`` (the run state and checkpoints) and
 ``main`` (one run, start to end)."""
 from .args import get_args_parser, resolve_args
-from .build import sgd
+from .build import SGD
 from .loop import TrainingError, train_one_epoch, train_step
 from .main import Run, main
 from .state import RunState
 
-__all__ = ["Run", "RunState", "TrainingError", "get_args_parser", "main", "resolve_args", "sgd", "train_one_epoch",
+__all__ = ["Run", "SGD", "RunState", "TrainingError", "get_args_parser", "main", "resolve_args", "train_one_epoch",
            "train_step"]

@@ -107,7 +107,8 @@ def setup(args):
 
     optimizer, warmup_optimizer = build.build_optimizers(
         model, distiller, args.lr, args.momentum, args.weight_decay, args.nesterov,
-        cbam_mlp=not (args.kd and args.student_cbam_mlp == "frozen"), warmup=args.kd and args.warmup)
+        cbam_mlp=not (args.kd and args.student_cbam_mlp == "frozen"), warmup=args.kd and args.warmup,
+        fused=args.fused_sgd and not (device.type == "cpu" and precision.scaler.is_enabled()))  # NaN there
     weight = None
     if args.use_balanced_weights:
         cache = build.class_weights_cache(args.dataset, args.use_sbd, dataset_root(args.dataset), args.run_dir)
