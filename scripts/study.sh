@@ -3,6 +3,7 @@
 #   bash scripts/study.sh [OUT]                    (OUT defaults to study/; a rerun skips finished runs)
 #   TABLES="amp mobilenet" bash scripts/study.sh   (some tables only; their data and teachers first)
 # Tables: easy hard (the first study: one change at a time from the eval-mode teacher), amp (fp32 vs --amp),
+# batch8 (students at batch 8),
 # mobilenet (a MobileNetV2 student), round2-easy round2-hard (combinations with the default train-mode teacher),
 # longer-easy longer-hard (20 student epochs).  The round-2, amp and longer tables share the cells of
 # scripts/methods.sh (OUT/methods and OUT/methods-hard: runs of one command are trained once).
@@ -10,7 +11,7 @@
 # about 1.5 hours per 10-row table of 5 seeds; a GPU is much faster (run several at once: JOBS=8).
 # shellcheck source=scripts/tasks.sh
 source "$(dirname "$0")/tasks.sh" "$@"
-TABLES=${TABLES:-"easy hard amp mobilenet round2-easy round2-hard longer-easy longer-hard"}
+TABLES=${TABLES:-"easy hard amp batch8 mobilenet round2-easy round2-hard longer-easy longer-hard"}
 
 sweep() {  # sweep DIFFICULTY ARGS...: sweep.py on that task's data
   local difficulty=$1
@@ -80,6 +81,13 @@ for table in $TABLES; do
         --run attnfd-amp "train_kd.py --teacher_path $T --amp" \
         --compare attnfd-amp attnfd \
         -- --backbone resnet18 --epochs 10 $COMMON ;;
+    batch8)  # the students at batch 8 (twice the study's), same 10 epochs, lr and teacher
+      task easy
+      # shellcheck disable=SC2086
+      sweep easy --out "$OUT/batch8" \
+        --run baseline "train.py" \
+        --run attnfd "train_kd.py --teacher_path $T" \
+        -- --backbone resnet18 --epochs 10 $COMMON --batch-size 8 ;;
     mobilenet)  # a MobileNetV2 student of the same ResNet-101 teacher; DIST as in scripts/methods.sh
       task easy
       # shellcheck disable=SC2086
@@ -92,7 +100,7 @@ for table in $TABLES; do
     round2-hard) round2 hard "-hard" ;;
     longer-easy) longer easy ;;
     longer-hard) longer hard ;;
-    *) echo "study.sh: unknown table '$table' in TABLES (tables: easy hard amp mobilenet round2-easy" \
+    *) echo "study.sh: unknown table '$table' in TABLES (tables: easy hard amp batch8 mobilenet round2-easy" \
             "round2-hard longer-easy longer-hard)" >&2; exit 2 ;;
   esac
 done
