@@ -1,5 +1,6 @@
 # Sourced by study.sh and methods.sh: the study's recipe and its synthetic tasks.
-# The demo's recipe: 64 px, batch 4, lr 0.05, no ImageNet weights; students 10 epochs (1 of them warm-up).
+# The study's recipe: 64 px, batch 4, lr 0.05, no ImageNet weights; students 10 epochs (1 of them warm-up); the demo's
+# students train 8.
 # shellcheck shell=bash
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
