@@ -183,6 +183,8 @@ def test_demo_runs_end_to_end_on_a_tiny_budget(tmp_path):
     assert set(results) == {"teacher (ResNet-101)", "baseline (ResNet-18)", "AttnFD (ResNet-18)"}
     assert round(results["baseline (ResNet-18)"]["params_M"], 2) == 16.6
     assert len(results["AttnFD (ResNet-18)"]["curve"]) == 2
+    args = load(Path(results["baseline (ResNet-18)"]["run"]) / "checkpoint.pth.tar")["args"]
+    assert args["fused_sgd"] and args["epochs"] == 2  # --fast (the default): the fused SGD update
     for name in ("demo_curves.png", "demo_predictions.png"):
         assert (tmp_path / "demo" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
