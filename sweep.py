@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
+from utils.cells import finished, last_checkpoint, last_line, result_of, set_aside, validated
 from utils.cli import ArgumentParser, UsageError, number, one_line_errors
 from utils.saver import write_text_atomic
 from utils.tables import plot, table
@@ -131,51 +132,6 @@ def command_for(args, name, command, seed):
     return [*launch, script, *words[1:], *args.common, "--seed", str(seed), "--run-dir", run_dir], run_dir
 
 
-def last_checkpoint(run_dir):
-    """The newest checkpoint.pth.tar under ``run_dir`` (an unfinished cell's), or None."""
-    found = [os.path.join(d, "checkpoint.pth.tar") for d, _, files in os.walk(run_dir) if "checkpoint.pth.tar" in files]
-    return max(found, key=os.path.getmtime) if found else None
-
-
-def validated(run_dir):
-    """The val mIoU of every validated epoch in the run's history.json files, in epoch order."""
-    epochs = {}
-    for dirpath, _, files in os.walk(run_dir):
-        if "history.json" in files:
-            with open(os.path.join(dirpath, "history.json")) as f:
-                epochs.update({r["epoch"]: float(r["val"]["mIoU"]) for r in json.load(f) if "val" in r})
-    return [epochs[e] for e in sorted(epochs)]
-
-
-def last_line(path):
-    with open(path, errors="replace") as f:
-        lines = [line.strip() for line in f.read().replace("\r", "\n").splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "(no output)"
-
-
-def result_of(run_dir):
-    """The result.json record of a run that finished in ``run_dir``, or None; UsageError when it is unreadable."""
-    done = os.path.join(run_dir, "result.json")
-    if not os.path.isfile(done):
-        return None
-    try:
-        with open(done) as f:
-            record = json.load(f)
-        assert isinstance(record, dict) and isinstance(record.get("cmd"), list)
-    except (OSError, ValueError, AssertionError):
-        raise UsageError(f"{done} is unreadable or not a sweep result; move that cell folder away to retrain it, "
-                         f"or restore the file") from None
-    return record
-
-
-def finished(cmd, run_dir):
-    """The record of an identical run (same ``cmd``) that already finished in ``run_dir``, or None."""
-    record = result_of(run_dir)
-    if record is not None and record["cmd"] == cmd[1:]:
-        return {**record, "skipped": True}
-    return None
-
-
 def changed_cells(args, cells):
     """The cells that finished with another command than this sweep's: rerunning would replace them."""
     out = []
@@ -185,15 +141,6 @@ def changed_cells(args, cells):
         if record is not None and record["cmd"] != cmd[1:]:
             out.append((name, seed, run_dir))
     return out
-
-
-def set_aside(run_dir):
-    """Move a finished cell of another command to ``<cell>.old-<k>`` (never deleted)."""
-    k = 0
-    while os.path.exists(f"{run_dir}.old-{k}"):
-        k += 1
-    os.rename(run_dir, f"{run_dir}.old-{k}")
-    return f"{run_dir}.old-{k}"
 
 
 def train_one(args, name, command, seed, env):

@@ -5,8 +5,8 @@
 # Tables: easy hard (the first study: one change at a time from the eval-mode teacher), amp (fp32 vs --amp),
 # batch8 (students at batch 8),
 # mobilenet (a MobileNetV2 student), round2-easy round2-hard (combinations with the default train-mode teacher),
-# longer-easy longer-hard (20 student epochs).  The round-2, amp and longer tables share the cells of
-# scripts/methods.sh (OUT/methods and OUT/methods-hard: runs of one command are trained once).
+# longer-easy longer-hard (20 student epochs).  The round-2 and amp tables share the cells of scripts/methods.sh
+# (OUT/methods, and OUT/methods-hard for the hard task): runs of one command are trained once.
 # CPU, 2 cores, JOBS=2 (default; JOBS trainings at once): teachers ~25 min each, a ResNet-18 run 3-6 min, so
 # about 1.5 hours per 10-row table of 5 seeds; a GPU is much faster (run several at once: JOBS=8).
 # shellcheck source=scripts/tasks.sh

@@ -1,0 +1,60 @@
+"""A sweep cell's folder (``DIR/runs/<NAME>/seed<S>``, sweep.py): its result record, validated epochs, newest
+checkpoint, and setting a finished cell aside."""
+import json
+import os
+
+from utils.cli import UsageError
+
+
+def last_checkpoint(run_dir):
+    """The newest checkpoint.pth.tar under ``run_dir`` (an unfinished cell's), or None."""
+    found = [os.path.join(d, "checkpoint.pth.tar") for d, _, files in os.walk(run_dir) if "checkpoint.pth.tar" in files]
+    return max(found, key=os.path.getmtime) if found else None
+
+
+def validated(run_dir):
+    """The val mIoU of every validated epoch in the run's history.json files, in epoch order."""
+    epochs = {}
+    for dirpath, _, files in os.walk(run_dir):
+        if "history.json" in files:
+            with open(os.path.join(dirpath, "history.json")) as f:
+                epochs.update({r["epoch"]: float(r["val"]["mIoU"]) for r in json.load(f) if "val" in r})
+    return [epochs[e] for e in sorted(epochs)]
+
+
+def last_line(path):
+    with open(path, errors="replace") as f:
+        lines = [line.strip() for line in f.read().replace("\r", "\n").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+def result_of(run_dir):
+    """The result.json record of a run that finished in ``run_dir``, or None; UsageError when it is unreadable."""
+    done = os.path.join(run_dir, "result.json")
+    if not os.path.isfile(done):
+        return None
+    try:
+        with open(done) as f:
+            record = json.load(f)
+        assert isinstance(record, dict) and isinstance(record.get("cmd"), list)
+    except (OSError, ValueError, AssertionError):
+        raise UsageError(f"{done} is unreadable or not a sweep result; move that cell folder away to retrain it, "
+                         f"or restore the file") from None
+    return record
+
+
+def finished(cmd, run_dir):
+    """The record of an identical run (same ``cmd``) that already finished in ``run_dir``, or None."""
+    record = result_of(run_dir)
+    if record is not None and record["cmd"] == cmd[1:]:
+        return {**record, "skipped": True}
+    return None
+
+
+def set_aside(run_dir):
+    """Move a finished cell of another command to ``<cell>.old-<k>`` (never deleted)."""
+    k = 0
+    while os.path.exists(f"{run_dir}.old-{k}"):
+        k += 1
+    os.rename(run_dir, f"{run_dir}.old-{k}")
+    return f"{run_dir}.old-{k}"
