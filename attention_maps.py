@@ -8,21 +8,28 @@ colour bar per tap (teacher and student share its scale).  Backbones, output str
 sits in a model's forward path are read from each checkpoint; the teacher's attention (its
 checkpoint CBAM or the parameter-free gates) is the one the student was distilled with, as recorded
 in the student checkpoint (``--teacher-attention`` overrides it).
+
+``--stats FILE.json`` also measures the maps, averaged over the images: per tap, how much each map varies
+within an image (std / mean), the teacher-student correlation, and with ``--labels DIR`` (``<stem>.png``
+label maps: 0 background, 255 ignored) how much more attention object pixels get than background ones.
 """
+import json
 import os
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torchvision.transforms.v2.functional as TF  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from dataloaders.images import InputError, read_rgb  # noqa: E402
 from distillation import resolve_teacher_attention  # noqa: E402
 from modeling import CBAM, TAPS  # noqa: E402
-from utils.cli import ArgumentParser, check_output_dir, cli_main, number  # noqa: E402
+from utils.cli import ArgumentParser, check_output_dir, check_output_file, cli_main, number  # noqa: E402
 from utils.device import pick_device  # noqa: E402
 from utils.inference import list_images, load_model, to_input  # noqa: E402
 from utils.saver import CheckpointError  # noqa: E402
@@ -38,8 +45,47 @@ def get_args_parser():
                    help="resize the short side to this (default: the student's recorded --crop-size; 0 keeps it)")
     p.add_argument("--teacher-attention", default=None, choices=["auto", "checkpoint", "parameter-free"],
                    help="default: as recorded in the student checkpoint, else auto")
+    p.add_argument("--stats", default=None,
+                   help="also write the maps' statistics per tap (variation, teacher-student correlation, object / "
+                        "background attention with --labels) to this JSON file, and print them")
+    p.add_argument("--labels", default=None,
+                   help="folder of <stem>.png label maps of the input images (0 background, 255 ignored), for --stats")
     p.add_argument("--no-cuda", action="store_true")
     return p
+
+
+def read_label(folder, image_path, shape):
+    """The label map ``folder/<stem>.png`` of ``image_path``, resized (nearest) to ``shape`` (H, W)."""
+    path = os.path.join(folder, os.path.splitext(os.path.basename(image_path))[0] + ".png")
+    try:
+        with Image.open(path) as im:
+            return np.array(im.resize((shape[1], shape[0]), Image.NEAREST))
+    except FileNotFoundError:
+        raise InputError(f"--labels: no label map {path} for {image_path}") from None
+    except OSError as e:
+        raise InputError(f"--labels: unreadable label map {path}: {e}") from None
+
+
+def map_stats(teacher, student, label=None):
+    """{tap: statistics} of one image's teacher and student maps (H x W arrays): each map's std / mean, their
+    correlation, and with ``label`` each map's mean on object pixels over its mean on background ones."""
+    stats = {}
+    for tap in TAPS:
+        t, s = teacher[tap].astype(np.float64), student[tap].astype(np.float64)
+        row = {"teacher_variation": t.std() / t.mean(), "student_variation": s.std() / s.mean(),
+               "correlation": np.corrcoef(t.ravel(), s.ravel())[0, 1] if t.std() > 0 and s.std() > 0 else np.nan}
+        if label is not None:
+            objects, background = (label > 0) & (label < 255), label == 0
+            for who, m in (("teacher", t), ("student", s)):
+                row[f"{who}_object_lift"] = m[objects].mean() / m[background].mean() \
+                    if objects.any() and background.any() else np.nan
+        stats[tap] = row
+    return stats
+
+
+def mean_stats(per_image):
+    """Per tap and statistic, the mean over images (those where it is defined), as plain floats."""
+    return {tap: {k: float(np.nanmean([s[tap][k] for s in per_image])) for k in per_image[0][tap]} for tap in TAPS}
 
 
 def load_image(path, size):
@@ -81,7 +127,16 @@ def draw(path, image, teacher, student, names):
 def run(args):
     device = pick_device(args.no_cuda)
     images = list_images(args.input)
-    check_output_dir("--output", args.output, [("--input", p) for p in images])
+    inputs = [("--input", p) for p in images] + [("--student", args.student), ("--teacher", args.teacher)]
+    if args.labels:
+        if not args.stats:
+            raise InputError("--labels is read only for --stats: add --stats FILE.json")
+        if not os.path.isdir(args.labels):
+            raise InputError(f"--labels {args.labels} is not a folder")
+        inputs += [("--labels", os.path.join(args.labels, f)) for f in os.listdir(args.labels)]
+    check_output_dir("--output", args.output, inputs)
+    if args.stats:
+        check_output_file("--stats", args.stats, inputs)
     student, s_args, _ = load_model(args.student, "--student")
     teacher, t_args, missing = load_model(args.teacher, "--teacher")
     if not s_args.get("kd", False):
@@ -101,15 +156,27 @@ def run(args):
     size = s_args.get("crop_size", 513) if args.size is None else args.size
     os.makedirs(args.output, exist_ok=True)
     names = (f"teacher ({teacher.backbone_name})", f"student ({student.backbone_name})")
-    written = []
+    written, per_image = [], []
     for path in images:
         picture, x = load_image(path, size)
         x = x.to(device)
         out = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
-        draw(out, picture, spatial_maps(teacher, t_attention, x), spatial_maps(student, student.attention(), x),
-             names)
+        t_maps, s_maps = spatial_maps(teacher, t_attention, x), spatial_maps(student, student.attention(), x)
+        draw(out, picture, t_maps, s_maps, names)
         written.append(out)
+        if args.stats:
+            label = read_label(args.labels, path, x.shape[2:]) if args.labels else None
+            per_image.append(map_stats(t_maps, s_maps, label))
     print(f"Wrote {len(written)} picture(s) to {args.output}")
+    if args.stats:
+        stats = {"student": args.student, "teacher": args.teacher, "teacher_attention": mode, "images": len(images),
+                 "taps": mean_stats(per_image)}
+        for tap, row in stats["taps"].items():
+            print(f"{tap}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
+        tmp = args.stats + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(stats, f, indent=1)
+        os.replace(tmp, args.stats)
     return written
 
 
