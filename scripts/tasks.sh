@@ -9,13 +9,17 @@ JOBS=${JOBS:-2}
 SEEDS=${SEEDS:-"1 2 3 4 5"}
 COMMON="--dataset synthetic --base-size 64 --crop-size 64 --batch-size 4 --lr 0.05 --workers 0 --no-pretrained"
 
-# task easy|hard: writes the task's data and trains its ResNet-101 teacher (each once); sets root and T
+# task easy|hard [EPOCHS]: writes the task's data and trains its ResNet-101 teacher (each once; EPOCHS defaults to
+# 30, the study's teacher, study/teachers/synthetic/teacher-DIFFICULTY; any other count: teacher-DIFFICULTY-EPOCHS);
+# sets root and T
 task() {
   root=$OUT/data/$1/VOC2012
   [ -f "$root/ImageSets/Segmentation/val.txt" ] || \
     python -m dataloaders.synthetic --out "$OUT/data/$1" --difficulty "$1" --n-train 160 --n-val 40 --size 64 --seed 0
-  T=$OUT/teachers/synthetic/teacher-$1/experiment_0/checkpoint.pth.tar
+  local epochs=${2:-30} name=teacher-$1
+  [ "$epochs" = 30 ] || name=teacher-$1-$epochs
+  T=$OUT/teachers/synthetic/$name/experiment_0/checkpoint.pth.tar
   # shellcheck disable=SC2086
-  [ -f "$T" ] || ATTNFD_SYNTHETIC_ROOT=$root python train.py --backbone resnet101 --epochs 30 --eval-interval 5 \
-    --seed 1 --run-dir "$OUT/teachers" --checkname "teacher-$1" $COMMON --workers 1
+  [ -f "$T" ] || ATTNFD_SYNTHETIC_ROOT=$root python train.py --backbone resnet101 --epochs "$epochs" --eval-interval 5 \
+    --seed 1 --run-dir "$OUT/teachers" --checkname "$name" $COMMON --workers 1
 }
