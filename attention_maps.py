@@ -26,13 +26,15 @@ import torch.nn.functional as F  # noqa: E402
 import torchvision.transforms.v2.functional as TF  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from dataloaders import DatasetError  # noqa: E402
+from dataloaders.datasets.base import read_label as read_class_indices  # noqa: E402
 from dataloaders.images import InputError, read_rgb  # noqa: E402
 from distillation import resolve_teacher_attention  # noqa: E402
 from modeling import CBAM, TAPS  # noqa: E402
 from utils.cli import ArgumentParser, check_output_dir, check_output_file, cli_main, number  # noqa: E402
 from utils.device import pick_device  # noqa: E402
 from utils.inference import list_images, load_model, to_input  # noqa: E402
-from utils.saver import CheckpointError  # noqa: E402
+from utils.saver import CheckpointError, write_text_atomic  # noqa: E402
 
 
 def get_args_parser():
@@ -55,15 +57,12 @@ def get_args_parser():
 
 
 def read_label(folder, image_path, shape):
-    """The label map ``folder/<stem>.png`` of ``image_path``, resized (nearest) to ``shape`` (H, W)."""
+    """The label map ``folder/<stem>.png`` of ``image_path`` (read as the datasets read theirs), resized (nearest)
+    to ``shape`` (H, W)."""
     path = os.path.join(folder, os.path.splitext(os.path.basename(image_path))[0] + ".png")
-    try:
-        with Image.open(path) as im:
-            return np.array(im.resize((shape[1], shape[0]), Image.NEAREST))
-    except FileNotFoundError:
-        raise InputError(f"--labels: no label map {path} for {image_path}") from None
-    except OSError as e:
-        raise InputError(f"--labels: unreadable label map {path}: {e}") from None
+    if not os.path.isfile(path):
+        raise InputError(f"--labels: no label map {path} for {image_path}")
+    return np.array(Image.fromarray(read_class_indices(path)).resize((shape[1], shape[0]), Image.NEAREST))
 
 
 def map_stats(teacher, student, label=None):
@@ -173,14 +172,11 @@ def run(args):
                  "taps": mean_stats(per_image)}
         for tap, row in stats["taps"].items():
             print(f"{tap}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
-        tmp = args.stats + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(stats, f, indent=1)
-        os.replace(tmp, args.stats)
+        write_text_atomic(args.stats, json.dumps(stats, indent=1))
     return written
 
 
-main = cli_main(run, CheckpointError, InputError)  # one-line errors, exit status 2
+main = cli_main(run, CheckpointError, InputError, DatasetError)  # one-line errors, exit status 2
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ train pixels; its val pixel mIoU says whether the classes can be read linearly f
 taps separate the classes no better than the student's own has little to give a feature-matching loss.
 """
 import json
-import os
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +20,7 @@ from modeling import TAPS
 from utils.cli import ArgumentParser, check_output_file, cli_main, number
 from utils.inference import load_model
 from utils.metrics import Evaluator
-from utils.saver import CheckpointError
+from utils.saver import CheckpointError, write_text_atomic
 
 
 def get_args_parser():
@@ -93,10 +92,7 @@ def run(args):
         results.append(row)
         print(f"{path} ({model.backbone_name}): " + ", ".join(f"{t} {m:.2f}" for t, m in row["taps"].items()))
     if args.output:
-        tmp = args.output + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=1)
-        os.replace(tmp, args.output)
+        write_text_atomic(args.output, json.dumps(results, indent=1))
     return results
 
 
