@@ -7,7 +7,7 @@
 # mobilenet (a MobileNetV2 student), round2-easy round2-hard (combinations with the default train-mode teacher),
 # longer-easy longer-hard (20 student epochs).  The round-2 and amp tables share the cells of scripts/methods.sh
 # (OUT/methods, and OUT/methods-hard for the hard task): runs of one command are trained once.
-# CPU, 2 cores, JOBS=2 (default; JOBS trainings at once): teachers ~25 min each, a ResNet-18 run 3-6 min, so
+# CPU, 2 cores, JOBS=2 (default; JOBS trainings at once): teachers ~10 min per 30 epochs, a ResNet-18 run 3-6 min, so
 # about 1.5 hours per 10-row table of 5 seeds; a GPU is much faster (run several at once: JOBS=8).
 # shellcheck source=scripts/tasks.sh
 source "$(dirname "$0")/tasks.sh" "$@"
@@ -40,17 +40,21 @@ round2() {
 }
 
 # 20 student epochs. A 20-epoch ResNet-18 baseline outgrows the 30-epoch teacher (44.04 vs 39.47 on the easy task,
-# seed 1), so these students learn from a 60-epoch one. lambda-4 (the one round-2 row that beat attnfd in 5/5 seeds
-# on both tasks) on the easy task only: it lost to attnfd there (1/5), so it is no candidate left for the hard one.
+# seed 1), and on the hard task the 60-epoch one too (48.98 vs 47.08), so these students learn from a 60-epoch
+# teacher (attnfd) and a 120-epoch one (attnfd-t120), each paired with the same baseline runs. lambda-4 (the one
+# round-2 row that beat attnfd in 5/5 seeds on both tasks) with the 60-epoch teacher on the easy task only: it lost
+# to attnfd there (1/5), so it is no candidate left for the hard one.
 longer() {
   task "$1" 60
-  local extra=()
-  [ "$1" = easy ] && extra=(--run lambda-4 "train_kd.py --teacher_path $T --attn_lambda 4" --compare lambda-4 attnfd)
+  local T60=$T extra=()
+  [ "$1" = easy ] && extra=(--run lambda-4 "train_kd.py --teacher_path $T60 --attn_lambda 4" --compare lambda-4 attnfd)
+  task "$1" 120
   # shellcheck disable=SC2086
   sweep "$1" --out "$OUT/longer-$1" \
     --run baseline "train.py" \
-    --run attnfd "train_kd.py --teacher_path $T" \
+    --run attnfd "train_kd.py --teacher_path $T60" \
     "${extra[@]}" \
+    --run attnfd-t120 "train_kd.py --teacher_path $T" \
     -- --backbone resnet18 --epochs 20 $COMMON
 }
 
