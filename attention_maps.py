@@ -13,7 +13,6 @@ in the student checkpoint (``--teacher-attention`` overrides it).
 within an image (std / mean), the teacher-student correlation, and with ``--labels DIR`` (``<stem>.png``
 label maps: 0 background, 255 ignored) how much more attention object pixels get than background ones.
 """
-import json
 import os
 
 import matplotlib
@@ -31,29 +30,35 @@ from dataloaders.datasets.base import read_label as read_class_indices  # noqa: 
 from dataloaders.images import InputError, read_rgb  # noqa: E402
 from distillation import resolve_teacher_attention  # noqa: E402
 from modeling import CBAM, TAPS  # noqa: E402
-from utils.cli import ArgumentParser, check_output_dir, check_output_file, cli_main, number  # noqa: E402
+from utils.cli import ArgumentParser, cli_main, number  # noqa: E402
 from utils.device import pick_device  # noqa: E402
 from utils.inference import list_images, load_model, to_input  # noqa: E402
-from utils.saver import CheckpointError, write_text_atomic  # noqa: E402
+from utils.outputs import Outputs  # noqa: E402
+from utils.saver import CheckpointError  # noqa: E402
 
 
 def get_args_parser():
     p = ArgumentParser(description="Teacher and student spatial attention at the AttnFD taps")
-    p.add_argument("--student", required=True, help="student checkpoint written by train_kd.py")
-    p.add_argument("--teacher", required=True, help="teacher checkpoint (the one the student was distilled from)")
-    p.add_argument("--input", required=True, help="an image file, a folder of images, or a glob")
-    p.add_argument("--output", required=True, help="folder for <stem>.png")
+    p.add_input("--student", required=True, help="student checkpoint written by train_kd.py")
+    p.add_input("--teacher", required=True, help="teacher checkpoint (the one the student was distilled from)")
+    p.add_input("--input", kind="images", required=True, help="an image file, a folder of images, or a glob")
+    p.add_output("--output", kind="folder", required=True, help="folder for <stem>.png")
     p.add_argument("--size", type=number(int, 0), default=None,
                    help="resize the short side to this (default: the student's recorded --crop-size; 0 keeps it)")
     p.add_argument("--teacher-attention", default=None, choices=["auto", "checkpoint", "parameter-free"],
                    help="default: as recorded in the student checkpoint, else auto")
-    p.add_argument("--stats", default=None,
+    p.add_output("--stats", default=None,
                    help="also write the maps' statistics per tap (variation, teacher-student correlation, object / "
                         "background attention with --labels) to this JSON file, and print them")
-    p.add_argument("--labels", default=None,
+    p.add_input("--labels", kind="folder", default=None,
                    help="folder of <stem>.png label maps of the input images (0 background, 255 ignored), for --stats")
     p.add_argument("--no-cuda", action="store_true")
+    p.add_overwrite()
     return p
+
+
+def stem(path):
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def read_label(folder, image_path, shape):
@@ -104,7 +109,7 @@ def spatial_maps(model, attention, x):
                                align_corners=True)[0, 0].cpu().numpy() for tap in TAPS}
 
 
-def draw(path, image, teacher, student, names):
+def draw(outputs, path, image, teacher, student, names):
     fig, axes = plt.subplots(1, 1 + 2 * len(TAPS), figsize=(2.2 * (1 + 2 * len(TAPS)) + 1.5, 2.8))
     axes[0].imshow(image)
     axes[0].set_title("image", fontsize=9)
@@ -119,23 +124,19 @@ def draw(path, image, teacher, student, names):
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    outputs.write_figure(path, fig, dpi=110, bbox_inches="tight")
 
 
 def run(args):
     device = pick_device(args.no_cuda)
     images = list_images(args.input)
-    inputs = [("--input", p) for p in images] + [("--student", args.student), ("--teacher", args.teacher)]
     if args.labels:
         if not args.stats:
             raise InputError("--labels is read only for --stats: add --stats FILE.json")
         if not os.path.isdir(args.labels):
             raise InputError(f"--labels {args.labels} is not a folder")
-        inputs += [("--labels", os.path.join(args.labels, f)) for f in os.listdir(args.labels)]
-    check_output_dir("--output", args.output, inputs)
-    if args.stats:
-        check_output_file("--stats", args.stats, inputs)
+    outputs = Outputs.from_args(get_args_parser(), args, "attention_maps.py")
+    outputs.writes_folder("--output", args.output, [stem(p) + ".png" for p in images]).check()
     student, s_args, _ = load_model(args.student, "--student")
     teacher, t_args, missing = load_model(args.teacher, "--teacher")
     if not s_args.get("kd", False):
@@ -153,15 +154,14 @@ def run(args):
     student.to(device)
     teacher.to(device)
     size = s_args.get("crop_size", 513) if args.size is None else args.size
-    os.makedirs(args.output, exist_ok=True)
     names = (f"teacher ({teacher.backbone_name})", f"student ({student.backbone_name})")
     written, per_image = [], []
     for path in images:
         picture, x = load_image(path, size)
         x = x.to(device)
-        out = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
+        out = os.path.join(args.output, stem(path) + ".png")
         t_maps, s_maps = spatial_maps(teacher, t_attention, x), spatial_maps(student, student.attention(), x)
-        draw(out, picture, t_maps, s_maps, names)
+        draw(outputs, out, picture, t_maps, s_maps, names)
         written.append(out)
         if args.stats:
             label = read_label(args.labels, path, x.shape[2:]) if args.labels else None
@@ -172,7 +172,7 @@ def run(args):
                  "taps": mean_stats(per_image)}
         for tap, row in stats["taps"].items():
             print(f"{tap}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
-        write_text_atomic(args.stats, json.dumps(stats, indent=1))
+        outputs.write_json(args.stats, stats)
     return written
 
 

@@ -8,7 +8,6 @@ baseline and a ResNet-18 AttnFD student (8 epochs, batch 4, both), then prints a
 demo_out/demo_results.json.  Runs land in demo_out/run/synthetic/<checkname>/experiment_<k>.
 """
 import argparse
-import json
 import os
 import time
 
@@ -24,15 +23,17 @@ from dataloaders.synthetic import generate  # noqa: E402
 from dataloaders.utils import decode_segmap, denormalize, get_palette  # noqa: E402
 from modeling import num_params  # noqa: E402
 from training import get_args_parser, main  # noqa: E402
-from utils.cli import ArgumentParser, number  # noqa: E402
+from utils.cli import ArgumentParser, number, one_line_errors  # noqa: E402
 from utils.device import Precision, cpu_has_native_bf16  # noqa: E402
+from utils.outputs import Outputs  # noqa: E402
 
 COUNT, POSITIVE, RATE = number(int, 0), number(int, 1), number(float, 0, low_open=True)
 
 
 def get_demo_parser():
     p = ArgumentParser(description="AttnFD demo on synthetic data")
-    p.add_argument("--out", default="demo_out")
+    p.add_output("--out", kind="folder", default="demo_out",
+                 help="folder for the data, the runs, demo_results.json and the PNGs")
     p.add_argument("--seed", type=COUNT, default=1, help="training seed (the dataset is fixed by --data-seed)")
     p.add_argument("--data-seed", type=COUNT, default=0)
     p.add_argument("--n-train", type=POSITIVE, default=160)
@@ -56,7 +57,11 @@ def get_demo_parser():
     p.add_argument("--teacher-eval-interval", type=POSITIVE, default=5)
     p.add_argument("--workers", type=COUNT, default=2)
     p.add_argument("--no-cuda", action="store_true")
+    p.add_overwrite()
     return p
+
+
+OUTPUTS = ("demo_results.json", "demo_curves.png", "demo_predictions.png")
 
 
 def train(script_args, kd=False):
@@ -68,6 +73,7 @@ def train(script_args, kd=False):
 
 def main_demo(d):
     started = time.time()
+    outputs = Outputs.from_args(get_demo_parser(), d, "demo.py").writes_folder("--out", d.out, OUTPUTS).check()
     cuda = torch.cuda.is_available() and not d.no_cuda
     if d.amp is None:
         d.amp = cuda or cpu_has_native_bf16()
@@ -77,7 +83,7 @@ def main_demo(d):
     root = os.path.join(d.out, "data", "VOC2012")
     if not os.path.isfile(os.path.join(root, "ImageSets", "Segmentation", "val.txt")):
         print(f"Generating the synthetic dataset in {root} ...")
-        generate(os.path.join(d.out, "data"), d.n_train, d.n_val, d.size, d.data_seed)
+        generate(os.path.join(d.out, "data"), d.n_train, d.n_val, d.size, d.data_seed, overwrite=d.overwrite)
     os.environ["ATTNFD_SYNTHETIC_ROOT"] = root
     common = ["--dataset", "synthetic", "--base-size", str(d.size), "--crop-size", str(d.size),
               "--workers", str(d.workers), "--no-pretrained", "--run-dir", os.path.join(d.out, "run"),
@@ -108,10 +114,10 @@ def main_demo(d):
               f"{r['time_s']:6.0f}s")
     total = time.time() - started
     print(f"{'total (incl. data, start-up)':<42} {total:6.0f}s")
-    with open(os.path.join(d.out, "demo_results.json"), "w") as f:
-        json.dump({"args": vars(d), "results": results, "total_s": total}, f, indent=2)
+    outputs.write_json(os.path.join(d.out, "demo_results.json"), {"args": vars(d), "results": results,
+                                                                  "total_s": total})
 
-    plt.figure(figsize=(6, 4))
+    fig = plt.figure(figsize=(6, 4))
     for name, r in results.items():
         plt.plot([e for e, _ in r["curve"]], [100 * v for _, v in r["curve"]], marker="o", ms=3, label=name)
     plt.xlabel("epoch")
@@ -120,15 +126,14 @@ def main_demo(d):
     plt.grid(alpha=0.3)
     plt.legend()
     plt.tight_layout()
-    plt.savefig(os.path.join(d.out, "demo_curves.png"), dpi=120)
-    plt.close()
-    save_predictions(runs, d, os.path.join(d.out, "demo_predictions.png"))
+    outputs.write_figure(os.path.join(d.out, "demo_curves.png"), fig, dpi=120)
+    save_predictions(runs, d, os.path.join(d.out, "demo_predictions.png"), outputs)
     print(f"\nWrote {d.out}/demo_curves.png, {d.out}/demo_predictions.png, {d.out}/demo_results.json")
     return results
 
 
 @torch.no_grad()
-def save_predictions(runs, d, path, n=4):
+def save_predictions(runs, d, path, outputs, n=4):
     """Rows: image, ground truth, then each model's prediction, for the first ``n`` val images; a legend names the
     class of each colour."""
     val = build_dataset("synthetic", "val", d.size, d.size)
@@ -157,9 +162,9 @@ def save_predictions(runs, d, path, n=4):
     fig.legend(handles=[Patch(facecolor=palette[c] / 255, edgecolor="black", linewidth=0.3, label=name)
                         for c, name in keys], loc="lower center", ncol=4, fontsize=6, frameon=False)
     plt.tight_layout(rect=(0, 0.55 / fig.get_figheight(), 1, 1))  # room for the legend's two rows
-    plt.savefig(path, dpi=110)
-    plt.close(fig)
+    outputs.write_figure(path, fig, dpi=110)
 
 
 if __name__ == "__main__":
-    main_demo(get_demo_parser().parse_args())
+    with one_line_errors():
+        main_demo(get_demo_parser().parse_args())

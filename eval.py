@@ -3,7 +3,6 @@ output and predictions (palette PNGs) + overlays.
 
 python eval.py --checkpoint run/pascal/deeplab-resnet101/model_best.pth.tar --dataset pascal --flip
 """
-import json
 import os
 
 from torch.utils.data import DataLoader
@@ -12,16 +11,19 @@ from dataloaders import DATASETS, build_dataset, class_names
 from dataloaders.images import InputError
 from dataloaders.utils import denormalize, get_palette
 from modeling.backbone import BACKBONES
-from utils.cli import ArgumentParser, check_output_dir, check_output_file, cli_main, number
+from utils.cli import ArgumentParser, cli_main, number
 from utils.device import Precision, pick_device
-from utils.inference import evaluate, load_model, write_mask, write_overlay
-from utils.saver import CheckpointError, write_text_atomic
+from utils.inference import evaluate, load_model, mask_image, overlay_image
+from utils.outputs import Outputs
+from utils.saver import CheckpointError
+
+VIS = ("pred", "gt", "overlay")  # the pictures --save-vis writes per image
 
 
 def get_args_parser():
     p = ArgumentParser(description="Evaluate a DeepLabV3+ checkpoint")
-    p.add_argument("--checkpoint", required=True, help="e.g. run/<dataset>/<checkname>/model_best.pth.tar")
-    p.add_argument("--dataset", default="pascal", choices=list(DATASETS))
+    p.add_input("--checkpoint", required=True, help="e.g. run/<dataset>/<checkname>/model_best.pth.tar")
+    p.add_input("--dataset", kind="dataset", default="pascal", choices=list(DATASETS))
     p.add_argument("--split", default="val")
     p.add_argument("--backbone", default=None, choices=sorted(BACKBONES),
                    help="only needed when the checkpoint does not record it (default resnet101)")
@@ -31,24 +33,29 @@ def get_args_parser():
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped prediction")
     p.add_argument("--scales", type=number(float, 0, low_open=True), nargs="+", default=[1.0],
                    help="multi-scale testing, e.g. 0.75 1 1.25")
-    p.add_argument("--json", default=None, help="write the metrics to this JSON file")
-    p.add_argument("--save-vis", default=None, metavar="DIR", help="write predictions, ground truth and overlays")
+    p.add_output("--json", default=None, help="write the metrics to this JSON file")
+    p.add_output("--save-vis", kind="folder", default=None, metavar="DIR",
+                 help="write predictions, ground truth and overlays (<stem>_pred.png, _gt.png, _overlay.png)")
     p.add_argument("--max-vis", type=number(int, 0), default=20, help="at most this many images for --save-vis")
     p.add_argument("--workers", type=number(int, 0), default=2)
     p.add_argument("--no-cuda", action="store_true")
     p.add_argument("--amp", action="store_true", help="bf16/fp16 autocast (as train.py --amp); metrics in fp32")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    p.add_overwrite()
     return p
+
+
+def vis_stem(path):
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def run(args):
     dataset = build_dataset(args.dataset, args.split, args.crop_size, args.crop_size, full_res=args.full_res)
-    inputs = [("--checkpoint", args.checkpoint)] + [(f"--dataset {args.dataset}", f) for pair in dataset.pairs
-                                                    for f in pair]
-    if args.json:
-        check_output_file("--json", args.json, inputs)
-    if args.save_vis:
-        check_output_dir("--save-vis", args.save_vis, inputs[1:])
+    outputs = Outputs.from_args(get_args_parser(), args, "eval.py")
+    outputs.reads(f"--dataset {args.dataset}", *[f for pair in dataset.pairs for f in pair])
+    outputs.writes_folder("--save-vis", args.save_vis, [f"{vis_stem(image)}_{kind}.png" for image, _ in
+                                                        dataset.pairs[:args.max_vis] for kind in VIS])
+    outputs.check()
     model, _, _ = load_model(args.checkpoint, "--checkpoint", args.backbone, args.out_stride, dataset.num_classes)
     precision = Precision(pick_device(args.no_cuda), args.amp, channels_last=args.channels_last)
     precision.prepare(model).eval()
@@ -56,12 +63,11 @@ def run(args):
 
     def save_vis(i, image, label, pred):
         if args.save_vis and i < args.max_vis:
-            os.makedirs(args.save_vis, exist_ok=True)
-            stem = os.path.join(args.save_vis, os.path.splitext(os.path.basename(dataset.pairs[i][0]))[0])
+            stem = os.path.join(args.save_vis, vis_stem(dataset.pairs[i][0]))
             rgb = (denormalize(image[:1].float())[0].permute(1, 2, 0).cpu().numpy() * 255).astype("uint8")
-            write_mask(f"{stem}_pred.png", pred[0].cpu().numpy(), palette)
-            write_mask(f"{stem}_gt.png", label[0].cpu().numpy(), palette)
-            write_overlay(f"{stem}_overlay.png", rgb, pred[0].cpu().numpy(), palette)
+            outputs.write_png(f"{stem}_pred.png", mask_image(pred[0].cpu().numpy(), palette))
+            outputs.write_png(f"{stem}_gt.png", mask_image(label[0].cpu().numpy(), palette))
+            outputs.write_png(f"{stem}_overlay.png", overlay_image(rgb, pred[0].cpu().numpy(), palette))
 
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=args.workers)
     r = evaluate(model, loader, dataset.num_classes, precision, args.scales, args.flip,
@@ -77,7 +83,7 @@ def run(args):
     print(f"mIoU {100 * r['mIoU']:.2f}  Acc {100 * r['Acc']:.2f}  Acc_class {100 * r['Acc_class']:.2f}  "
           f"fwIoU {100 * r['fwIoU']:.2f}  ({len(dataset)} images, {result['mode']})")
     if args.json:
-        write_text_atomic(args.json, json.dumps(result, indent=2))
+        outputs.write_json(args.json, result)
     return result
 
 

@@ -15,18 +15,19 @@ import os
 import sys
 
 from modeling.backbone import BACKBONES
-from utils.cli import ArgumentParser, check_output_file, number, one_line_errors
+from utils.cli import ArgumentParser, number, one_line_errors
 from utils.export import FORMATS, ExportError, export, parity
 from utils.inference import load_model
+from utils.outputs import Outputs
 from utils.saver import CheckpointError
 
 
 def get_args_parser():
     p = ArgumentParser(description="Export a DeepLab checkpoint to ONNX, torch.export or TorchScript with a parity "
                                    "check")
-    p.add_argument("--checkpoint", required=True, help="a DeepLab checkpoint (this project's or the published format)")
+    p.add_input("--checkpoint", required=True, help="a DeepLab checkpoint (this project's or the published format)")
     p.add_argument("--format", required=True, choices=FORMATS, help="onnx, pt2 (torch.export) or torchscript")
-    p.add_argument("--output", required=True, help="the file to write (.onnx / .pt2 / .pt)")
+    p.add_output("--output", required=True, help="the file to write (.onnx / .pt2 / .pt)")
     p.add_argument("--backbone", default=None, choices=sorted(BACKBONES),
                    help="only for checkpoints that do not record it (default resnet101)")
     p.add_argument("--out-stride", type=int, default=None, choices=[8, 16])
@@ -36,14 +37,15 @@ def get_args_parser():
                    help="a random input shape for the parity check, repeatable (default: 1 257 257 and 2 200 328)")
     p.add_argument("--tolerance", type=number(float, 0), default=1e-4, help="largest max abs logit error accepted")
     p.add_argument("--no-check", action="store_true", help="skip the parity check")
+    p.add_overwrite()
     return p
 
 
 def main(args):
     with one_line_errors(CheckpointError, ExportError):
-        check_output_file("--output", args.output, [("--checkpoint", args.checkpoint)])  # before the model load
+        outputs = Outputs.from_args(get_args_parser(), args, "export.py").check()  # before the model load
         model, _, _ = load_model(args.checkpoint, "--checkpoint", args.backbone, args.out_stride)
-        export(model, args.format, args.output, args.opset)
+        export(model, args.format, args.output, outputs, args.opset)
         print(f"Wrote {args.output} ({args.format}, DeepLab({model.backbone_name}), {model.num_classes} classes, "
               f"{os.path.getsize(args.output) / 1e6:.1f} MB)")
         if args.no_check:

@@ -16,17 +16,19 @@ from dataloaders import DATASETS
 from dataloaders.images import InputError, read_rgb
 from dataloaders.utils import get_palette
 from modeling.backbone import BACKBONES
-from utils.cli import ArgumentParser, check_output_dir, cli_main, number
+from utils.cli import ArgumentParser, cli_main, number
 from utils.device import Precision, pick_device
-from utils.inference import list_images, load_model, predict, to_input, write_mask, write_overlay
+from utils.inference import list_images, load_model, mask_image, overlay_image, predict, to_input
+from utils.outputs import Outputs
 from utils.saver import CheckpointError
 
 
 def get_args_parser():
     p = ArgumentParser(description="Predict segmentation masks for images")
-    p.add_argument("--checkpoint", required=True, help="a DeepLab checkpoint (this project's or the published format)")
-    p.add_argument("--input", required=True, help="an image, a folder of images, or a glob such as 'photos/*.jpg'")
-    p.add_argument("--output", required=True, help="folder for <stem>.png and <stem>_overlay.png")
+    p.add_input("--checkpoint", required=True, help="a DeepLab checkpoint (this project's or the published format)")
+    p.add_input("--input", kind="images", required=True,
+                help="an image, a folder of images, or a glob such as 'photos/*.jpg'")
+    p.add_output("--output", kind="folder", required=True, help="folder for <stem>.png and <stem>_overlay.png")
     p.add_argument("--dataset", default="pascal", choices=list(DATASETS), help="palette of the label PNGs")
     p.add_argument("--backbone", default=None, choices=sorted(BACKBONES),
                    help="only for checkpoints that do not record it (default resnet101)")
@@ -38,17 +40,24 @@ def get_args_parser():
     p.add_argument("--alpha", type=number(float, 0, 1), default=0.5, help="weight of the colours in the overlay")
     p.add_argument("--amp", action="store_true", help="bf16/fp16 autocast (as train.py --amp)")
     p.add_argument("--no-cuda", action="store_true")
+    p.add_overwrite()
     return p
+
+
+def stem(path):
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def run(args):
     paths = list_images(args.input)
-    check_output_dir("--output", args.output, [("--input", p) for p in paths])
+    outputs = Outputs.from_args(get_args_parser(), args, "predict.py")
+    outputs.writes_folder("--output", args.output, [name for p in paths for name in (f"{stem(p)}.png",
+                                                                                    f"{stem(p)}_overlay.png")])
+    outputs.check()
     images = {p: read_rgb(p) for p in paths}  # every image is checked before anything is written
     model, _, _ = load_model(args.checkpoint, "--checkpoint", args.backbone, args.out_stride)
     precision = Precision(pick_device(args.no_cuda), args.amp)
     precision.prepare(model).eval()
-    os.makedirs(args.output, exist_ok=True)
     palette = get_palette(args.dataset)
     by_size = {}
     for p, rgb in images.items():
@@ -61,10 +70,10 @@ def run(args):
                 x = precision.images(to_input([images[p] for p in chunk]))
                 labels = predict(model, x, args.scales, args.flip, precision).argmax(1).cpu().numpy()
                 for p, label in zip(chunk, labels):
-                    stem = os.path.join(args.output, os.path.splitext(os.path.basename(p))[0])
-                    write_mask(f"{stem}.png", label, palette)
-                    write_overlay(f"{stem}_overlay.png", images[p], label, palette, args.alpha)
-                    written.append(os.path.basename(stem))
+                    out = os.path.join(args.output, stem(p))
+                    outputs.write_png(f"{out}.png", mask_image(label, palette))
+                    outputs.write_png(f"{out}_overlay.png", overlay_image(images[p], label, palette, args.alpha))
+                    written.append(stem(p))
                 bar.update(len(chunk))
     print(f"Wrote {2 * len(written)} files for {len(written)} images to {args.output}")
     return written

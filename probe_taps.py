@@ -8,31 +8,34 @@ label grid, standardised, and a ridge-regularised least-squares classifier to on
 train pixels; its val pixel mIoU says whether the classes can be read linearly from that tap.  A teacher whose
 taps separate the classes no better than the student's own has little to give a feature-matching loss.
 """
-import json
-
 import torch
 import torch.nn.functional as F
 
-from dataloaders import DatasetError, dataset_root
+from dataloaders import DATASETS, DatasetError, dataset_root
 from dataloaders.datasets import get_dataset
 from dataloaders.transforms import SegmentationPreset
 from modeling import TAPS
-from utils.cli import ArgumentParser, check_output_file, cli_main, number
+from utils.cli import ArgumentParser, cli_main, number
 from utils.inference import load_model
 from utils.metrics import Evaluator
-from utils.saver import CheckpointError, write_text_atomic
+from utils.outputs import Outputs
+from utils.saver import CheckpointError
 
 
 def get_args_parser():
     p = ArgumentParser(description="Linear-probe mIoU of the AttnFD taps of one or more checkpoints")
-    p.add_argument("--checkpoint", nargs="+", required=True, help="checkpoints written by train.py / train_kd.py")
-    p.add_argument("--dataset", default="synthetic", help="dataset whose train split fits the probe and val scores it")
+    p.add_input("--checkpoint", kind="files", nargs="+", required=True,
+                help="checkpoints written by train.py / train_kd.py")
+    p.add_input("--dataset", kind="dataset", default="synthetic", choices=list(DATASETS),
+                help="dataset whose train split fits the probe and val scores it")
     p.add_argument("--crop-size", type=number(int, 16), default=None,
                    help="val-preset short side (default: each checkpoint's recorded --crop-size)")
     p.add_argument("--grid", type=number(int, 1), default=16, help="label grid the taps are resized to")
     p.add_argument("--ridge", type=number(float, 0, low_open=True), default=1e-2,
                    help="ridge weight, relative to the mean feature variance (1 after standardising)")
-    p.add_argument("--output", default=None, help="also write the results to this JSON file")
+    p.add_output("--output", default=None,
+                 help="also write the results to this JSON file ({\"checkpoints\": [one row per checkpoint]})")
+    p.add_overwrite()
     return p
 
 
@@ -78,8 +81,7 @@ def probe_miou(train, val, num_classes, ridge):
 
 
 def run(args):
-    if args.output:
-        check_output_file("--output", args.output, [("--checkpoint", c) for c in args.checkpoint])
+    outputs = Outputs.from_args(get_args_parser(), args, "probe_taps.py").check()
     results = []
     for path in args.checkpoint:
         model, saved, _ = load_model(path, "--checkpoint")
@@ -92,7 +94,7 @@ def run(args):
         results.append(row)
         print(f"{path} ({model.backbone_name}): " + ", ".join(f"{t} {m:.2f}" for t, m in row["taps"].items()))
     if args.output:
-        write_text_atomic(args.output, json.dumps(results, indent=1))
+        outputs.write_json(args.output, {"checkpoints": results})
     return results
 
 

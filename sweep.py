@@ -6,56 +6,67 @@
         -- --dataset synthetic --epochs 20 --no-pretrained
 
 Each (run, seed) trains in ``DIR/runs/<NAME>/seed<S>`` (``--run-dir``, ``--seed`` set here; COMMON
-ARGS follow the run's own) with its log in ``DIR/logs/<NAME>-seed<S>.log``.  The outcome is
-``DIR/results.json`` (``{"runs": {NAME: {"<seed>": best val mIoU}}, "final": {... last epoch's}, "commands": ...,
-"failed": ...}``), ``DIR/results.md`` (per run: n, best- and final-epoch mean ± std, per seed, and against the
-first run (or the row ``--compare`` names) the paired difference with its 95% confidence interval, paired t-test and
-Wilcoxon p-values and the seeds won) and ``DIR/results.png`` (``--table PREFIX``: PREFIX.json/.md/.png instead, so
-that several tables can share one folder of runs and its finished cells).  The files are rewritten after every run,
-so a sweep in progress can be read (``--report-only`` rewrites them from the finished runs without
-training).  A finished run is skipped when the same command is run again; a failed run is reported
-as failed and retried.  A finished run is never deleted: a sweep whose command for a finished cell changed is
-refused, naming the cell, unless ``--rerun-changed`` (the old cell is moved to ``<cell>.old-<k>``).
+ARGS follow the run's own, and may not repeat one of its flags) with its log in ``DIR/logs/<NAME>-seed<S>.log``;
+``cell.json`` there records the command that started it.  The outcome is ``DIR/results.json`` (``{"runs": {NAME:
+{"<seed>": best val mIoU}}, "final": {... last epoch's}, "commands": ..., "failed": ..., "stopped": ...}``),
+``DIR/results.md`` (per run: n, best- and final-epoch mean ± std, per seed, and against the first run (or the row
+``--compare`` names) the paired difference with its 95% confidence interval, paired t-test and Wilcoxon p-values
+and the seeds won) and ``DIR/results.png`` (``--table PREFIX``: PREFIX.json/.md/.png instead, so that several
+tables can share one folder of runs and its finished cells).  The files are rewritten after every run, so a sweep
+in progress can be read (``--report-only`` rewrites them from the finished runs without training).
+
+Every row's arguments are checked before anything trains.  A finished run is skipped when the same command is run
+again (however ``--out`` is spelled); a run whose training finished but whose record was not written is recorded
+from its checkpoint; a failed run is reported and retried.  A finished run is never deleted: a sweep whose
+command for a cell changed is refused, naming the cell, unless ``--rerun-changed`` (the old cell is moved to
+``<cell>.old-<k>``); a checkpoint is never deleted either (an attempt is retried with its old folder moved aside).
+SIGTERM / SIGINT are passed on to the running trainings, which save; the sweep records them as stopped and exits
+with 128 + the signal (``--resume`` goes on from their checkpoints).
 """
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import redirect_stderr
+from dataclasses import dataclass
+from io import StringIO
 
 from tqdm import tqdm
 
-from utils.cells import finished, last_checkpoint, last_line, result_of, set_aside, validated
+from utils import cells as cell_folder
 from utils.cli import ArgumentParser, UsageError, number, one_line_errors
-from utils.saver import write_text_atomic
+from utils.outputs import Outputs
 from utils.tables import plot, table
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = ("train.py", "train_kd.py")
-RESERVED = ("--seed", "--run-dir")
+RESERVED = ("--seed", "--run-dir", "--resume")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+CELL = "cell.json"  # in a cell folder: the command that started it
 
 
 def get_args_parser():
     p = ArgumentParser(
         description="Runs x seeds -> results table. Usage: python sweep.py --out DIR --seeds 1 2 3 "
                     "--run NAME \"SCRIPT ARGS\" [--run ...] -- COMMON ARGS")
-    p.add_argument("--out", required=True, help="sweep folder (runs, logs, results.*)")
+    p.add_output("--out", kind="folder", required=True, help="sweep folder (runs, logs, results.*)")
     p.add_argument("--seeds", type=number(int, 0), nargs="+", required=True)
     p.add_argument("--run", nargs=2, action="append", required=True, metavar=("NAME", "SCRIPT ARGS"),
                    help="a row of the table: a name and 'train.py ...' or 'train_kd.py ...'; the first is the "
                         "reference the others are compared with")
     p.add_argument("--jobs", type=number(int, 1), default=1,
                    help="trainings at once (they share a GPU, or split the CPU threads unless OMP_NUM_THREADS is set)")
-    p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    p.add_argument("--dry-run", action="store_true", help="print what each cell will do (its command) and exit")
     p.add_argument("--rerun-changed", action="store_true",
-                   help="retrain cells that finished with another command, moving each old cell to <cell>.old-<k> "
-                        "(without it such a sweep is refused: a finished run is never replaced)")
+                   help="retrain cells that finished or started with another command, moving each old cell to "
+                        "<cell>.old-<k> (without it such a sweep is refused: a finished run is never replaced)")
     p.add_argument("--report-only", action="store_true",
                    help="write the tables from the runs that already finished; train nothing")
     p.add_argument("--launcher", default=None, metavar="COMMAND",
@@ -63,20 +74,22 @@ def get_args_parser():
                         "--nproc_per_node 8' (every run on all GPUs; with --jobs 1)")
     p.add_argument("--resume", action="store_true",
                    help="a cell that stopped before finishing goes on from its last checkpoint (--resume) instead of "
-                        "starting over: for long runs")
+                        "starting over: for long runs; refused for a cell started with another command")
     p.add_argument("--compare", nargs=2, action="append", default=[], metavar=("NAME", "REF"),
                    help="compare the run NAME with the run REF (same seeds) instead of with the first run, e.g. "
                         "--compare attnfd-amp attnfd")
-    p.add_argument("--table", default=None, metavar="PREFIX",
-                   help="write the tables as PREFIX.json/.md/.png instead of DIR/results.*: several tables over "
-                        "one folder of runs, sharing its finished cells")
+    p.add_output("--table", kind="prefix", default=None, metavar="PREFIX",
+                 help="write the tables as PREFIX.json/.md/.png instead of DIR/results.*: several tables over "
+                      "one folder of runs, sharing its finished cells")
     p.add_argument("--paper", nargs=2, action="append", default=[], metavar=("NAME", "MIOU"),
                    help="a published mIoU (%%) for the run NAME: the table shows it and its gain over the first "
                         "run's published number beside the measured ones")
+    p.add_overwrite()
     return p
 
 
 def parse(argv=None):
+    """The sweep's arguments, every row's training arguments checked (as the training would check them)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     common = []
     if "--" in argv:
@@ -106,13 +119,15 @@ def parse(argv=None):
     for name, ref in args.compare:
         if name not in names or ref not in names or name == ref:
             raise UsageError(f"--compare {name} {ref}: give the names of two different --run rows")
-    if args.table is not None and (not args.table or os.path.isdir(args.table)):
-        raise UsageError(f"--table {args.table!r}: give a file prefix (PREFIX.json/.md/.png are written), not a folder")
+    if args.table is not None and (not args.table or os.path.exists(args.table)):
+        raise UsageError(f"--table {args.table!r}: give a file prefix (PREFIX.json/.md/.png are written), not "
+                         f"{'a folder' if os.path.isdir(args.table) else 'an existing file'}")
     if len(set(args.seeds)) != len(args.seeds):
         raise UsageError("--seeds must be unique")
     for flag in RESERVED:
         if any(w == flag or w.startswith(flag + "=") for n, c in args.run for w in split(n, c) + common):
             raise UsageError(f"{flag} is set by sweep.py for each run; remove it from the run/common args")
+    args.trainings = {name: training_args(name, split(name, command), common) for name, command in args.run}
     return args
 
 
@@ -124,6 +139,35 @@ def split(name, command):
         raise UsageError(f"--run {name}: {e} in {command!r}") from None
 
 
+def training_args(name, words, common):
+    """The row's training arguments as its script will parse and resolve them (a bad value is refused now, not
+    after other rows trained); a flag given both in the row and among the common args is refused (the common one
+    would silently win)."""
+    from training import get_args_parser as training_parser
+    from training import resolve_args
+
+    kd = os.path.basename(words[0]) == "train_kd.py"
+    parser = training_parser(kd)
+    parser.prog = os.path.basename(words[0])
+    options = parser._option_string_actions
+    flags = [{w.split("=")[0] for w in part} & set(options) for part in (words[1:], common)]
+    dests = [{options[f].dest for f in part} for part in flags]
+    both = sorted(dests[0] & dests[1])
+    if both:
+        raise UsageError(f"--run {name} sets --{both[0]} and the common args set it too (the common value would "
+                         f"silently win); keep one")
+    err = StringIO()
+    try:
+        with redirect_stderr(err):
+            parsed = parser.parse_args(words[1:] + common + ["--seed", "0"])
+        resolve_args(parsed, kd)
+    except SystemExit:
+        raise UsageError(f"--run {name}: {err.getvalue().strip().removeprefix('error: ')}") from None
+    except UsageError as e:
+        raise UsageError(f"--run {name}: {e}") from None
+    return parsed
+
+
 def command_for(args, name, command, seed):
     words = split(name, command)
     script = os.path.join(ROOT, os.path.basename(words[0]))
@@ -132,49 +176,148 @@ def command_for(args, name, command, seed):
     return [*launch, script, *words[1:], *args.common, "--seed", str(seed), "--run-dir", run_dir], run_dir
 
 
-def changed_cells(args, cells):
-    """The cells that finished with another command than this sweep's: rerunning would replace them."""
-    out = []
-    for name, command, seed in cells:
-        cmd, run_dir = command_for(args, name, command, seed)
-        record = result_of(run_dir)
-        if record is not None and record["cmd"] != cmd[1:]:
-            out.append((name, seed, run_dir))
+def identity(cmd):
+    """What makes two commands of one cell the same run: their words after the interpreter, the script by name,
+    without the ``--run-dir`` value (always the cell's own folder, however ``--out`` is spelled)."""
+    out, words = [], iter(cmd)
+    for w in words:
+        if w == "--run-dir":
+            next(words, None)
+        elif not w.startswith("--run-dir="):
+            out.append(os.path.basename(w) if os.path.basename(w) in SCRIPTS else w)
     return out
 
 
-def train_one(args, name, command, seed, env):
-    """Run one training unless an identical finished run exists; return its record.  A finished cell of another
-    command is set aside (``--rerun-changed``; main refuses it otherwise); an unfinished one (a failed or killed
-    attempt of this sweep) is retried from scratch."""
+@dataclass
+class Cell:
+    """A (run, seed) of the grid and what this sweep will do with it: ``skip`` (finished with this command),
+    ``record`` (its training finished, its record was not written), ``resume`` (from ``checkpoint``), ``start``
+    (``stale``: an old attempt's folder to clear first), or ``changed`` (finished or started with another
+    command)."""
+    name: str
+    seed: int
+    cmd: list
+    run_dir: str
+    log: str
+    action: str = "start"
+    checkpoint: str = None
+    record: dict = None
+    stale: bool = False
+
+    @property
+    def launched(self):
+        return self.cmd + (["--resume", self.checkpoint] if self.action == "resume" else [])
+
+
+def plan(args, name, command, seed):
+    """What to do with one cell, from what its folder holds."""
     cmd, run_dir = command_for(args, name, command, seed)
-    record = finished(cmd, run_dir)
+    cell = Cell(name, seed, cmd, run_dir, os.path.join(args.out, "logs", f"{name}-seed{seed}.log"))
+    mine = identity(cmd[1:])
+    record = cell_folder.result_of(run_dir)
     if record is not None:
-        return record
-    go_on = last_checkpoint(run_dir) if args.resume and result_of(run_dir) is None else None
-    if result_of(run_dir) is not None:
-        set_aside(run_dir)
-    elif os.path.isdir(run_dir) and go_on is None:
-        shutil.rmtree(run_dir)  # no result.json: an attempt that failed or was killed
-    os.makedirs(run_dir, exist_ok=True)
-    log = os.path.join(args.out, "logs", f"{name}-seed{seed}.log")
-    start = time.time()
-    launched = cmd + (["--resume", go_on] if go_on else [])
-    with open(log, "a" if go_on else "w") as f:
-        f.write(shlex.join(launched) + "\n")
-        f.flush()
-        rc = subprocess.call(launched, stdout=f, stderr=subprocess.STDOUT, cwd=os.getcwd(), env=env)
-    record = {"cmd": cmd[1:], "returncode": rc, "seconds": round(time.time() - start, 1), "log": log}
-    values = validated(run_dir) if rc == 0 else []
-    miou = max(values, default=None)
-    if rc == 0 and miou is None:
-        rc, record["returncode"] = -1, -1
-        record["error"] = "finished without a validated epoch (check --no-val / --eval-interval)"
-    if rc == 0:
-        record["best_mIoU"], record["final_mIoU"] = miou, values[-1]  # the field's best epoch; the last one
-        write_text_atomic(os.path.join(run_dir, "result.json"), json.dumps(record, indent=1))
+        same = identity(record["cmd"]) == mine
+        cell.action, cell.record = ("skip", {**record, "skipped": True}) if same else ("changed", record)
+        return cell
+    if not os.path.isdir(run_dir):
+        return cell
+    started = cell_folder.started_command(os.path.join(run_dir, CELL), cell.log)
+    if started is None:
+        raise UsageError(f"{run_dir} exists but was not made by sweep.py (no {CELL}, no log); move it away, or use "
+                         f"another --out")
+    if identity(started) != mine:
+        cell.action = "changed"
+        return cell
+    cell.checkpoint = cell_folder.last_checkpoint(run_dir)
+    if cell.checkpoint and cell_folder.finished_training(cell.checkpoint):
+        cell.action = "record"
+    elif cell.checkpoint and args.resume:
+        cell.action = "resume"
     else:
-        record.setdefault("error", f"exit {rc}: {last_line(log)}")
+        cell.stale = True
+    return cell
+
+
+class Supervisor:
+    """SIGTERM / SIGINT to the sweep: passed on to every running training (each saves and stops; a second signal
+    stops them at once), no new one starts, and the sweep ends with 128 + the signal.  The trainings run in their
+    own sessions, so a terminal's Ctrl-C reaches them once, through here."""
+
+    def __init__(self, write=print):
+        self.signal, self.children, self.lock, self.write = None, set(), threading.Lock(), write
+
+    def __call__(self, signum, frame):
+        with self.lock:
+            first = self.signal is None
+            self.signal = self.signal or signal.Signals(signum)
+            for child in self.children:
+                child.send_signal(signum)
+        self.write(f"{signal.Signals(signum).name}: " + (f"asking {len(self.children)} running training(s) to save "
+                                                          f"and stop; no new one starts" if first else
+                                                          "passed on: the trainings stop at once"))
+
+    def start(self, cmd, **kwargs):
+        """A training process (None when a signal came first)."""
+        with self.lock:
+            if self.signal is not None:
+                return None
+            child = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+            self.children.add(child)
+        return child
+
+    def wait(self, child):
+        rc = child.wait()
+        with self.lock:
+            self.children.discard(child)
+        return rc
+
+    def installed(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self)
+        return self
+
+
+def train_one(args, cell, env, outputs, supervisor):
+    """Run (or record) one cell; return its record, or None when a signal came before it started."""
+    if cell.action == "skip":
+        return cell.record
+    if cell.action == "record":
+        return write_record(outputs, cell, {"cmd": cell.cmd[1:], "returncode": 0, "log": cell.log,
+                                            "recorded_from": cell.checkpoint})
+    if cell.action == "changed" or (cell.stale and cell.checkpoint):
+        cell_folder.set_aside(cell.run_dir)  # --rerun-changed, or an attempt with a checkpoint: never deleted
+    elif cell.stale:
+        shutil.rmtree(cell.run_dir)  # this sweep's attempt that saved nothing
+    start = time.time()
+    outputs.write_json(os.path.join(cell.run_dir, CELL), {"cmd": cell.cmd[1:]})
+    with outputs.open_log(cell.log, append=cell.action == "resume") as f:
+        f.write(shlex.join(cell.launched) + "\n")
+        f.flush()
+        child = supervisor.start(cell.launched, stdout=f, stderr=subprocess.STDOUT, cwd=os.getcwd(), env=env)
+        if child is None:
+            return None
+        rc = supervisor.wait(child)
+    record = {"cmd": cell.cmd[1:], "returncode": rc, "seconds": round(time.time() - start, 1), "log": cell.log}
+    if rc != 0 and supervisor.signal is not None:
+        where = cell_folder.last_checkpoint(cell.run_dir)
+        record["stopped"] = f"{supervisor.signal.name}; " + (f"saved {where}: rerun with --resume to go on" if where
+                                                             else "no checkpoint yet")
+        return record
+    if rc == 0:
+        return write_record(outputs, cell, record)
+    record["error"] = f"exit {rc}: {cell_folder.last_line(cell.log)}"
+    return record
+
+
+def write_record(outputs, cell, record):
+    """The cell's result.json from its validated epochs (an error instead when it has none)."""
+    values = cell_folder.validated(cell.run_dir)
+    if not values:
+        return {**record, "returncode": -1, "error": "finished without a validated epoch (check --no-val / "
+                                                     "--eval-interval)"}
+    record = {**record, "best_mIoU": max(values), "final_mIoU": values[-1]}  # the field's best epoch; the last one
+    outputs.write_json(os.path.join(cell.run_dir, "result.json"), record)
     return record
 
 
@@ -182,28 +325,31 @@ def final_of(args, name, seed, record):
     """A finished cell's last-epoch mIoU: its record's, or (a cell finished before records kept it) its history's."""
     if "final_mIoU" in record or "best_mIoU" not in record:
         return record.get("final_mIoU")
-    values = validated(command_for(args, name, dict(args.run)[name], seed)[1])
+    values = cell_folder.validated(command_for(args, name, dict(args.run)[name], seed)[1])
     return values[-1] if values else None
 
 
-def summarize(args, records):
+def summarize(args, records, outputs):
     """results.json / .md / .png from {(name, seed): record}."""
     names = [n for n, _ in args.run]
-    runs = {n: {str(s): records[n, s].get("best_mIoU") for s in args.seeds if (n, s) in records} for n in names}
-    final = {n: {str(s): final_of(args, n, s, records[n, s]) for s in args.seeds if (n, s) in records} for n in names}
-    failed = {n: {str(s): records[n, s]["error"] for s in args.seeds if (n, s) in records and "error" in records[n, s]}
-              for n in names}
-    result = {"runs": runs, "final": final, "commands": dict(args.run), "common": shlex.join(args.common),
-              "seeds": args.seeds,
+
+    def per_seed(key):
+        return {n: {str(s): records[n, s][key] for s in args.seeds if (n, s) in records and key in records[n, s]}
+                for n in names}
+
+    result = {"runs": {n: {str(s): records[n, s].get("best_mIoU") for s in args.seeds if (n, s) in records}
+                       for n in names},
+              "final": {n: {str(s): final_of(args, n, s, records[n, s]) for s in args.seeds if (n, s) in records}
+                        for n in names},
+              "commands": dict(args.run), "common": shlex.join(args.common), "seeds": args.seeds,
               "paper": {n: v for n, v in args.paper}, "versus": {n: r for n, r in args.compare},
-              "failed": {n: f for n, f in failed.items() if f},
-              "seconds": {n: {str(s): records[n, s]["seconds"] for s in args.seeds
-                              if (n, s) in records and "seconds" in records[n, s]} for n in names}}
+              "failed": {n: f for n, f in per_seed("error").items() if f},
+              "stopped": {n: f for n, f in per_seed("stopped").items() if f},
+              "seconds": per_seed("seconds")}
     prefix = tables_prefix(args)
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-    write_text_atomic(prefix + ".json", json.dumps(result, indent=1))
-    write_text_atomic(prefix + ".md", table(result))
-    plot(result, prefix + ".png")
+    outputs.write_json(prefix + ".json", result)
+    outputs.write_text(prefix + ".md", table(result))
+    outputs.write_figure(prefix + ".png", plot(result), dpi=120)
     return result
 
 
@@ -211,49 +357,122 @@ def tables_prefix(args):
     return args.table if args.table is not None else os.path.join(args.out, "results")
 
 
+def check_inputs(args):
+    """Every row's teacher checkpoint and dataset root are there (before anything trains)."""
+    from dataloaders import DatasetError, dataset_root
+
+    for name, t in args.trainings.items():
+        if hasattr(t, "teacher_path") and not os.path.isfile(t.teacher_path):
+            raise UsageError(f"--run {name}: --teacher_path {t.teacher_path}: no checkpoint there")
+        try:
+            root = dataset_root(t.dataset)
+        except DatasetError as e:
+            raise UsageError(f"--run {name}: {e}") from None
+        if not os.path.isdir(root):
+            raise UsageError(f"--run {name}: the {t.dataset} root {root} is not there (edit mypath.py or set "
+                             f"ATTNFD_{t.dataset.upper()}_ROOT)")
+
+
+def guard(args, cells):
+    """The sweep's output guard: its folder and table files against every row's inputs (teachers, dataset roots).
+    The cells' folders are its own (``plan`` refuses one it did not make), and so are its logs and tables, stamped
+    or written by an earlier sweep.py."""
+    outputs = Outputs("sweep.py", args.overwrite)
+    for training in args.trainings.values():
+        outputs.reads_dataset(training.dataset, training.use_sbd)
+        outputs.reads("--teacher_path", getattr(training, "teacher_path", None))
+    logs = [c.log for c in cells]
+    outputs.writes_folder("--out", args.out, [os.path.relpath(log, args.out) for log in logs if not sweep_log(log)])
+    outputs.writes_run("--out", os.path.join(args.out, "runs"))
+    prefix = tables_prefix(args)
+    tables = [prefix + ext for ext in (".json", ".md", ".png")]
+    earlier = sweep_table(tables[0])
+    outputs.writes_folder("--table" if args.table is not None else "--out", os.path.dirname(prefix) or ".",
+                          [] if earlier else [os.path.basename(t) for t in tables])
+    outputs.check()
+    for path in logs + (tables if earlier else []):
+        outputs.owns(path)
+    return outputs
+
+
+def sweep_log(path):
+    """Whether ``path`` is a cell's log of an earlier sweep.py (stamped, or starting with its command)."""
+    try:
+        with open(path, errors="replace") as f:
+            first = f.readline()
+    except OSError:
+        return False
+    return first.startswith("# attnfd sweep.py") or any(os.path.basename(w) in SCRIPTS for w in first.split()[:4])
+
+
+def sweep_table(path):
+    """Whether ``path`` is the JSON table of an earlier sweep.py (then its .md and .png are too)."""
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and {"runs", "commands", "seeds"} <= set(obj)
+
+
 def main(args):
-    cells = [(name, command, seed) for seed in args.seeds for name, command in args.run]
+    cells = [plan(args, name, command, seed) for seed in args.seeds for name, command in args.run]
     if args.dry_run:
-        for name, command, seed in cells:
-            print(shlex.join(command_for(args, name, command, seed)[0]))
+        for cell in cells:
+            what = {"skip": "finished, skipped", "record": f"training finished ({cell.checkpoint}): recorded, not "
+                    "trained", "changed": "finished or started with another command: "
+                    + ("moved aside, then" if args.rerun_changed else "REFUSED without --rerun-changed")}
+            print(f"# {cell.name} seed {cell.seed}: {what.get(cell.action, cell.action)}")
+            if cell.action in ("start", "resume") or (cell.action == "changed" and args.rerun_changed):
+                print(shlex.join(cell.launched))
         return None
+    outputs = guard(args, cells)
     if args.report_only:
-        records = {(n, s): r for n, c, s in cells if (r := finished(*command_for(args, n, c, s))) is not None}
-        result = summarize(args, records)
+        records = {(c.name, c.seed): c.record for c in cells if c.action == "skip"}
+        result = summarize(args, records, outputs)
         print(table(result))
         print(f"{len(records)} of {len(cells)} runs finished; wrote {tables_prefix(args)}.json, .md, .png")
         return result
-    changed = changed_cells(args, cells)
+    changed = [c for c in cells if c.action == "changed"]
     if changed and not args.rerun_changed:
-        name, seed, run_dir = changed[0]
-        raise UsageError(f"--run {name} seed {seed} finished in {run_dir} with another command than this sweep's "
-                         f"({len(changed)} such cell(s)); use another --out, or --rerun-changed to retrain them with "
-                         f"the old cells moved aside")
-    os.makedirs(os.path.join(args.out, "logs"), exist_ok=True)
+        c = changed[0]
+        raise UsageError(f"--run {c.name} seed {c.seed} in {c.run_dir} finished or started with another command than "
+                         f"this sweep's ({len(changed)} such cell(s)); use another --out, or --rerun-changed to train "
+                         f"them again with the old cells moved aside")
+    check_inputs(args)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if "OMP_NUM_THREADS" not in os.environ:  # several CPU runs at once: split the cores between them
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
     records, lock = {}, threading.Lock()
     bar = tqdm(total=len(cells), desc="sweep", dynamic_ncols=True)
+    supervisor = Supervisor(bar.write).installed()
 
     def work(cell):
-        name, command, seed = cell
-        record = train_one(args, name, command, seed, env)
+        record = train_one(args, cell, env, outputs, supervisor)
         with lock:
-            records[name, seed] = record
-            summarize(args, records)
-            state = ("skipped, done before" if record.get("skipped") else
+            if record is None:  # a signal came before it started
+                return
+            records[cell.name, cell.seed] = record
+            summarize(args, records, outputs)
+            state = ("skipped, done before" if record.get("skipped") else "recorded from its checkpoint"
+                     if record.get("recorded_from") else "STOPPED: " + record["stopped"] if "stopped" in record else
                      f"{record['seconds']:.0f}s") if "error" not in record else "FAILED: " + record["error"]
             miou = record.get("best_mIoU")
-            bar.write(f"{name} seed {seed}: " + (f"mIoU {100 * miou:.2f} ({state})" if miou is not None else state))
+            bar.write(f"{cell.name} seed {cell.seed}: " + (f"mIoU {100 * miou:.2f} ({state})" if miou is not None
+                                                           else state))
             bar.update()
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(work, cells))
     bar.close()
-    result = summarize(args, records)
+    result = summarize(args, records, outputs)
     print(table(result))
     print(f"Wrote {tables_prefix(args)}.json, .md, .png")
+    if supervisor.signal is not None:
+        stopped = sum(len(v) for v in result["stopped"].values())
+        print(f"Stopped by {supervisor.signal.name}: {stopped} training(s) stopped (saved where a checkpoint is named "
+              f"above), {len(cells) - len(records)} not started; rerun with --resume to go on", file=sys.stderr)
+        raise SystemExit(128 + supervisor.signal)
     return result
 
 

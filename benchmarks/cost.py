@@ -13,7 +13,6 @@ passes (CUDA: synchronised), in fp32 and under ``--amp`` autocast (bf16 where na
 ``--onnxruntime`` adds the latency of the model exported by export.py, run by onnxruntime on the CPU
 with as many threads as torch (needs ``pip install -r requirements-export.txt``).
 """
-import json
 import os
 import statistics
 import sys
@@ -27,17 +26,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from modeling import DeepLab, num_params  # noqa: E402
 from modeling.backbone import BACKBONES  # noqa: E402
-from utils.cli import ArgumentParser, number  # noqa: E402
+from utils.cli import ArgumentParser, cli_main, number  # noqa: E402
 from utils.device import Precision  # noqa: E402
-from utils.export import export_onnx  # noqa: E402
+from utils.export import ExportError, export_onnx  # noqa: E402
 from utils.inference import load_model  # noqa: E402
+from utils.outputs import Outputs  # noqa: E402
+from utils.saver import CheckpointError  # noqa: E402
 
 COUNT, POSITIVE = number(int, 0), number(int, 1)
 
 def get_args_parser():
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["resnet101", "resnet18", "mobilenet"],
-                   help="backbone names and/or checkpoint files")
+    p.add_input("--models", kind="files", nargs="+", default=["resnet101", "resnet18", "mobilenet"],
+                help="backbone names and/or checkpoint files")
     p.add_argument("--size", type=POSITIVE, default=513, help="square input size")
     p.add_argument("--classes", type=number(int, 2), default=21, help="classes of models built from a backbone name")
     p.add_argument("--batch-size", type=POSITIVE, default=1)
@@ -48,8 +49,9 @@ def get_args_parser():
     p.add_argument("--reps", type=COUNT, default=10, help="timed forward passes (0: no latency columns)")
     p.add_argument("--onnxruntime", action="store_true", help="also time the ONNX export under onnxruntime (CPU)")
     p.add_argument("--threads", type=POSITIVE, default=None, help="CPU threads (default torch's)")
-    p.add_argument("--markdown", default=None, help="also write the table to this file")
-    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_output("--markdown", default=None, help="also write the table to this file")
+    p.add_output("--json", default=None, help="also write the rows to this JSON file ({\"rows\": [...]})")
+    p.add_overwrite()
     return p
 
 
@@ -149,17 +151,19 @@ def markdown(rows, a):
     return "\n".join(lines)
 
 
-def main(a):
+def run(a):
+    outputs = Outputs.from_args(get_args_parser(), a, "benchmarks/cost.py").check()
     rows = measure(a)
     table = markdown(rows, a)
     print(table)
     if a.markdown:
-        with open(a.markdown, "w") as f:
-            f.write(table + "\n")
+        outputs.write_text(a.markdown, table + "\n")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        outputs.write_json(a.json, {"rows": rows})
     return rows
+
+
+main = cli_main(run, CheckpointError, ExportError)  # one-line errors, exit status 2
 
 
 if __name__ == "__main__":

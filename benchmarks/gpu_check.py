@@ -16,6 +16,7 @@ forward) <= 1.10 in fp32 and AMP; ``--amp --channels-last`` AttnFD step <= 0.5 x
 python benchmarks/gpu_check.py --json gpu_check.json
 python benchmarks/gpu_check.py --device cpu --quick      # the CPU dry run: tiny sizes, every section once
 """
+import glob
 import json
 import math
 import os
@@ -30,8 +31,9 @@ sys.path.insert(0, ROOT)
 from dataloaders.synthetic import generate  # noqa: E402
 from distillation import METHODS  # noqa: E402
 from modeling import DeepLab  # noqa: E402
-from utils.cli import ArgumentParser, number  # noqa: E402
-from utils.saver import save_atomic, write_text_atomic  # noqa: E402
+from utils.cli import ArgumentParser, cli_main, number  # noqa: E402
+from utils.outputs import Outputs  # noqa: E402
+from utils.saver import experiment_id, save_atomic  # noqa: E402
 
 STEP_SETTINGS = {"fp32": [], "amp": ["--amp"], "amp+channels_last": ["--amp", "--channels-last"],
                  "amp+channels_last+compile": ["--amp", "--channels-last", "--compile", "--no-memory"]}
@@ -43,8 +45,10 @@ def get_args_parser():
     p.add_argument("--quick", action="store_true", help="tiny sizes and one case per section (the CPU dry run)")
     p.add_argument("--tolerance", type=number(float, 0), default=0.05,
                    help="largest relative difference of an AMP run's final train loss from fp32's")
-    p.add_argument("--work", default=None, help="folder for data and runs (default: a temporary one)")
-    p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_output("--work", kind="run", default=None,
+                 help="folder for data and runs (default: a temporary one); what is there is reused, never replaced")
+    p.add_output("--json", default=None, help="write the results to this JSON file")
+    p.add_overwrite()
     return p
 
 
@@ -94,11 +98,13 @@ def amp_agreement(a, work):
     """Final train losses of 2-epoch train_kd.py runs in fp32, bf16/auto AMP and fp16 AMP from the same seed."""
     n, size = (4, 32) if a.quick else (48, 257)
     data = os.path.join(work, "amp-data")
-    generate(data, n, 4, size, seed=0)
+    if not os.path.isdir(os.path.join(data, "VOC2012")):  # what a --work folder holds is reused, never replaced
+        generate(data, n, 4, size, seed=0)
     teacher = os.path.join(work, "amp-teacher.pth.tar")
-    torch.manual_seed(0)
-    save_atomic({"state_dict": DeepLab(num_classes=7, backbone="resnet18").state_dict(),
-                 "args": {"backbone": "resnet18"}}, teacher)
+    if not os.path.isfile(teacher):
+        torch.manual_seed(0)
+        save_atomic({"state_dict": DeepLab(num_classes=7, backbone="resnet18").state_dict(),
+                     "args": {"backbone": "resnet18"}}, teacher)
     env = {**os.environ, "ATTNFD_SYNTHETIC_ROOT": os.path.join(data, "VOC2012")}
     common = [os.path.join(ROOT, "train_kd.py"), "--dataset", "synthetic", "--base-size", str(size), "--crop-size",
               str(size), "--batch-size", "2" if a.quick else "6", "--epochs", "2", "--lr", "0.01", "--no-pretrained",
@@ -111,7 +117,8 @@ def amp_agreement(a, work):
         del precisions["amp"]
     for name, flags in precisions.items():
         python(*common, *flags, "--checkname", name, env=env)
-        with open(os.path.join(work, "amp-runs", "synthetic", name, "experiment_0", "history.json")) as f:
+        runs = glob.glob(os.path.join(work, "amp-runs", "synthetic", name, "experiment_*"))
+        with open(os.path.join(max(runs, key=experiment_id), "history.json")) as f:  # this run's (a --work reused)
             history = json.load(f)
         losses = [v for h in history for k, v in h["train"].items() if k not in ("images_per_s", "data_wait")]
         out[name] = {"final_loss": history[-1]["train"]["total_loss_iter"],
@@ -151,7 +158,11 @@ def report(r, a):
     return "\n".join(lines), checks
 
 
-def main(a):
+def run(a):
+    outputs = Outputs.from_args(get_args_parser(), a, "benchmarks/gpu_check.py")
+    if a.work:
+        outputs.writes_run("--work", a.work)
+    outputs.check()
     work = a.work or tempfile.mkdtemp(prefix="attnfd-gpu-check-")
     os.makedirs(work, exist_ok=True)
     device = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"cpu x{torch.get_num_threads()}"
@@ -164,8 +175,11 @@ def main(a):
     r["checks"] = checks
     print(table)
     if a.json:
-        write_text_atomic(a.json, json.dumps(r, indent=2))
+        outputs.write_json(a.json, r)
     return r
+
+
+main = cli_main(run)  # one-line errors, exit status 2
 
 
 if __name__ == "__main__":

@@ -25,9 +25,10 @@ sys.path.insert(0, ROOT)
 from distillation import METHODS, build_distiller  # noqa: E402
 from modeling import DeepLab  # noqa: E402
 from training import SGD, train_step  # noqa: E402
-from utils.cli import ArgumentParser, number  # noqa: E402
+from utils.cli import ArgumentParser, cli_main, number  # noqa: E402
 from utils.device import Precision  # noqa: E402
 from utils.loss import SegmentationLosses  # noqa: E402
+from utils.outputs import Outputs  # noqa: E402
 
 PHASES = ("student", "teacher", "kd")
 
@@ -53,10 +54,11 @@ def get_args_parser():
     p.add_argument("--warmup", type=COUNT, default=3)
     p.add_argument("--iters", type=POSITIVE, default=10)
     p.add_argument("--threads", type=POSITIVE, default=None, help="CPU threads (default torch's)")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_output("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--no-memory", action="store_true",
                    help="skip the per-phase peak memory processes (with --compile each would compile again)")
     p.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)  # internal: one phase in this process
+    p.add_overwrite()
     return p
 
 
@@ -130,7 +132,8 @@ def timings(a):
     return {p: {"median_ms": statistics.median(t), "min_ms": min(t), "max_ms": max(t)} for p, t in times.items()}
 
 
-def main(a):
+def run(a):
+    outputs = Outputs.from_args(get_args_parser(), a, "benchmarks/step_time.py").check()
     dev = torch.device(a.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu x{a.threads or torch.get_num_threads()}"
     precision = Precision(dev, a.amp, a.amp_dtype, a.channels_last).describe() + (", compiled" if a.compile else "")
@@ -166,9 +169,11 @@ def main(a):
     print(f"{step:<22} {k:9.1f} ms  {mk:8.0f} {mem}")
     print(f"{step} / (student step + teacher fwd) = {k / (s + t):.3f}; memory / sum = {mk / (ms + mt):.3f}")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(report, f, indent=2)
+        outputs.write_json(a.json, report)
     return report
+
+
+main = cli_main(run)  # one-line errors, exit status 2
 
 
 if __name__ == "__main__":

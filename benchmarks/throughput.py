@@ -22,8 +22,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from dataloaders.synthetic import generate  # noqa: E402
 from modeling import DeepLab  # noqa: E402
-from utils.cli import ArgumentParser, number  # noqa: E402
+from utils.cli import ArgumentParser, cli_main, number  # noqa: E402
 from utils.device import default_workers  # noqa: E402
+from utils.outputs import Outputs  # noqa: E402
 from utils.saver import save_atomic  # noqa: E402
 
 SETTINGS = {"fp32": [], "amp+channels_last": ["--amp", "--channels-last"]}
@@ -45,12 +46,18 @@ def get_args_parser():
     p.add_argument("--launchers", nargs="+", default=["plain"], choices=list(LAUNCHERS),
                    help="plain python, or torchrun with one process (the process group's cost), with --sync-bn")
     p.add_argument("--no-cuda", action="store_true")
-    p.add_argument("--work", default=None, help="folder for data and runs (default: a temporary one)")
-    p.add_argument("--json", default=None)
+    p.add_output("--work", kind="run", default=None,
+                 help="folder for data and runs (default: a temporary one); what is there is reused, never replaced")
+    p.add_output("--json", default=None)
+    p.add_overwrite()
     return p
 
 
-def main(a):
+def run(a):
+    outputs = Outputs.from_args(get_args_parser(), a, "benchmarks/throughput.py")
+    if a.work:
+        outputs.writes_run("--work", a.work)
+    outputs.check()
     cuda = torch.cuda.is_available() and not a.no_cuda
     n = a.images or (96 if cuda else 24)
     work = a.work or tempfile.mkdtemp(prefix="attnfd-throughput-")
@@ -79,7 +86,8 @@ def main(a):
             sys.exit(f"error: {script} failed: {out.stderr.strip().splitlines()[-1] if out.stderr else ''}")
         runs = sorted(glob.glob(os.path.join(work, "run", "synthetic", name, "experiment_*", "history.json")),
                       key=os.path.getmtime)
-        train = json.load(open(runs[-1]))[-1]["train"]
+        with open(runs[-1]) as f:
+            train = json.load(f)[-1]["train"]
         rows.append({"script": script, "setting": setting, "launcher": launcher,
                      "images_per_s": train["images_per_s"], "data_wait": train["data_wait"]})
     device = torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()}"
@@ -89,10 +97,12 @@ def main(a):
         print(f"| {r['script']} | {r['setting']} | {r['launcher']} | {r['images_per_s']:.2f} | "
               f"{100 * r['data_wait']:.0f}% |")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"device": device, "size": a.size, "batch_size": a.batch_size, "images": n,
-                       "workers": a.workers, "rows": rows}, f, indent=2)
+        outputs.write_json(a.json, {"device": device, "size": a.size, "batch_size": a.batch_size, "images": n,
+                                    "workers": a.workers, "rows": rows})
     return rows
+
+
+main = cli_main(run)  # one-line errors, exit status 2
 
 
 if __name__ == "__main__":

@@ -32,20 +32,23 @@ def build_dataset(dataset, split, base_size=513, crop_size=513, full_res=False, 
 
 
 def build_loaders(dataset, batch_size, base_size=513, crop_size=513, full_res_val=False, use_sbd=False, seed=0,
-                  rank=0, world=1, **loader_kwargs):
+                  rank=0, world=1, val=True, **loader_kwargs):
     """The train and val loaders of process ``rank`` of ``world``, with ``batch_size`` train images per
     process.  The train order comes from a :class:`ResumableSampler` (reshuffled by ``set_epoch``), whose last
     incomplete batch is dropped (a batch of one breaks BatchNorm on the pooled ASPP branch); the val loader
     has batch size 1 (sizes differ) and, with several processes, its own shard of the val set (every image
-    exactly once).  ``full_res_val``: validate at original resolution.  Returns (train, val, num_classes)."""
+    exactly once).  ``full_res_val``: validate at original resolution; ``val`` False: no val loader (None; the val
+    split is not read).  Returns (train, val, num_classes)."""
     train_set = build_dataset(dataset, "train", base_size, crop_size, use_sbd=use_sbd)
-    val_set = build_dataset(dataset, "val", base_size, crop_size, full_res=full_res_val)
     sampler = ResumableSampler(train_set, seed, batch_size, rank, world)
     if len(sampler) < batch_size:
         raise DatasetError(f"--batch-size {batch_size * world}: the train split has only {len(train_set)} images"
                            + (f" ({len(sampler)} per process)" if world > 1 else "") + "; use a smaller --batch-size")
     train = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=len(sampler) > batch_size,
                        **loader_kwargs)
+    if not val:
+        return train, None, train_set.num_classes
+    val_set = build_dataset(dataset, "val", base_size, crop_size, full_res=full_res_val)
     val = DataLoader(val_set, batch_size=1, shuffle=False, sampler=ShardSampler(val_set, rank, world) if world > 1
                      else None, **loader_kwargs)
     return train, val, train_set.num_classes

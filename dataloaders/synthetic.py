@@ -16,10 +16,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from utils.cli import ArgumentParser, number
+from utils.cli import ArgumentParser, UsageError, number, one_line_errors
+from utils.outputs import Outputs, stamp, written_by
 
 from .utils import voc_palette
 
+COMMAND = "dataloaders.synthetic"
 CLASSES = ("background", "red disk", "blue disk", "red bar", "blue bar", "ring on horizontal stripes",
            "ring on vertical stripes")
 
@@ -87,13 +89,21 @@ DIFFICULTIES = {  # objects per image (min, max) and radius as a fraction of the
 }
 
 
-def generate(out, n_train=160, n_val=40, size=64, seed=0, difficulty="easy"):
-    """Write the dataset under ``out/VOC2012``; return that root."""
+def generate(out, n_train=160, n_val=40, size=64, seed=0, difficulty="easy", overwrite=False):
+    """Write the dataset under ``out/VOC2012``; return that root.  A root that holds files and was not written
+    here (its ``synthetic.json``) is refused (UsageError), unless ``overwrite``: a real dataset is never replaced
+    by accident."""
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}")
     root = os.path.join(out, "VOC2012")
-    for d in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
-        os.makedirs(os.path.join(root, d), exist_ok=True)
+    outputs = Outputs(COMMAND, overwrite)
+    marker = os.path.join(root, "synthetic.json")
+    if os.path.isdir(root) and os.listdir(root) and written_by(marker) != stamp(COMMAND) and not overwrite:
+        raise UsageError(f"--out {out}: {root} holds files that dataloaders.synthetic did not write (a real dataset?); "
+                         f"choose another --out, or add --overwrite")
+    outputs.writes_run("--out", root).check()
+    outputs.write_json(marker, {"n_train": n_train, "n_val": n_val, "size": size, "seed": seed,
+                                "difficulty": difficulty})  # first: a half-written root is still this one's
     rng = np.random.default_rng(seed)
     palette = voc_palette().flatten().tolist()
     splits = {"train": [], "val": []}
@@ -101,31 +111,44 @@ def generate(out, n_train=160, n_val=40, size=64, seed=0, difficulty="easy"):
         split = "train" if i < n_train else "val"
         name = f"synth_{i:05d}"
         image, label = make_sample(rng, size, **DIFFICULTIES[difficulty])
-        Image.fromarray(image).save(os.path.join(root, "JPEGImages", name + ".jpg"), quality=92)
+        outputs.write_with(os.path.join(root, "JPEGImages", name + ".jpg"),
+                           lambda tmp, a=image: Image.fromarray(a).save(tmp, format="JPEG", quality=92))
         png = Image.fromarray(label, mode="P")
         png.putpalette(palette)
-        png.save(os.path.join(root, "SegmentationClass", name + ".png"))
+        outputs.write_png(os.path.join(root, "SegmentationClass", name + ".png"), png)
         splits[split].append(name)
     for split, names in splits.items():
-        with open(os.path.join(root, "ImageSets", "Segmentation", split + ".txt"), "w") as f:
-            f.write("\n".join(names) + "\n")
-    with open(os.path.join(root, "classes.txt"), "w") as f:
-        f.write("\n".join(CLASSES) + "\n")
+        outputs.write_with(os.path.join(root, "ImageSets", "Segmentation", split + ".txt"),
+                           lambda tmp, n=names: _write(tmp, "\n".join(n) + "\n"))
+    outputs.write_with(os.path.join(root, "classes.txt"), lambda tmp: _write(tmp, "\n".join(CLASSES) + "\n"))
     return root
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def get_args_parser():
     p = ArgumentParser(description="Write the synthetic dataset in Pascal VOC format")
-    p.add_argument("--out", default="data/synthetic", help="output folder (the VOC root is <out>/VOC2012)")
+    p.add_output("--out", kind="run", default="data/synthetic", help="output folder (the VOC root is <out>/VOC2012)")
     p.add_argument("--n-train", type=number(int, 1), default=160)
     p.add_argument("--n-val", type=number(int, 1), default=40)
     p.add_argument("--size", type=number(int, 16), default=64, help="image side in pixels")
     p.add_argument("--seed", type=number(int, 0), default=0)
     p.add_argument("--difficulty", default="easy", choices=sorted(DIFFICULTIES),
                    help="easy: the demo's task; hard: smaller, more crowded objects")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a root that holds files this command did not write")
     return p
 
 
+def main(a):
+    with one_line_errors():
+        if os.path.exists(a.out) and not os.path.isdir(a.out):
+            raise UsageError(f"--out {a.out} is a file; give a folder")
+        return generate(a.out, a.n_train, a.n_val, a.size, a.seed, a.difficulty, a.overwrite)
+
+
 if __name__ == "__main__":
-    a = get_args_parser().parse_args()
-    print(generate(a.out, a.n_train, a.n_val, a.size, a.seed, a.difficulty))
+    print(main(get_args_parser().parse_args()))

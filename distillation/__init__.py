@@ -9,7 +9,7 @@ from . import attnfd, kd, at, overhaul, cwd, dist, skd, cirkd, lad, afdcd  # noq
 from .afdcd import AfDCD, contrastive_loss, mimic_loss
 from .at import AT, at_loss
 from .attnfd import AttnFD, attnfd_loss, build_connector, resolve_teacher_attention
-from .base import METHODS, Hyper, LogitsMethod, Method, register_method
+from .base import METHODS, Hyper, LogitsMethod, Method, RunFacts, register_method
 from .cirkd import CIRKD, ClassMemory, memory_contrast_loss, minibatch_loss
 from .cwd import CWD, cwd_loss
 from .dist import DIST, dist_loss
@@ -38,5 +38,5 @@ __all__ = ["AT", "AfDCD", "AttnFD", "CIRKD", "CWD", "ClassMemory", "DIST", "Dist
            "LabelAssistedTeacher", "LogitsMethod", "METHODS", "Method", "Overhaul", "SKD", "add_args", "at_loss",
            "attnfd_loss", "build_connector", "build_distiller", "contrastive_loss", "cwd_loss", "dist_loss", "kd_loss",
            "label_input", "margin_from_bn", "memory_contrast_loss", "mimic_loss", "minibatch_loss", "overhaul_loss",
-           "overhaul_partial_l2", "random_label_input", "register_method", "resolve_teacher_attention",
+           "overhaul_partial_l2", "random_label_input", "RunFacts", "register_method", "resolve_teacher_attention",
            "settings_from_args", "skd_pairwise_loss", "teacher_train_mode"]

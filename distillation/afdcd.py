@@ -75,20 +75,25 @@ class AfDCD(Method):
     name, title = "afdcd", "Af-DCD"
     hyper = (Hyper("weight", "afdcd_lambda", 0.0, "Af-DCD: scales all its terms (paper: 1); 0 = off", paper=1.0,
                    low=0),
-             Hyper("kd", "afdcd_kd", 1.0, "Af-DCD KD term weight (paper: 1)", low=0),
-             Hyper("contrast", "afdcd_contrast", 0.005, "Af-DCD omni-contrastive weight (its scripts: 0.005)", low=0),
+             Hyper("kd", "afdcd_kd", 1.0, "Af-DCD KD term weight (paper: 1)", low=0, term=True),
+             Hyper("contrast", "afdcd_contrast", 0.005, "Af-DCD omni-contrastive weight (its scripts: 0.005)", low=0,
+                   term=True),
              Hyper("mimic", "afdcd_mimic", None, "Af-DCD masked feature mimicking weight (default: 1e-6 on pascal, "
-                   "2e-6 on cityscapes, 4e-5 otherwise, as its scripts)", low=0),
+                   "2e-6 on cityscapes, 4e-5 otherwise, as its scripts)", low=0, term=True),
              Hyper("mask_ratio", "afdcd_mask_ratio", 0.75, "Af-DCD share of positions masked (paper: 0.75)", low=0))
     teacher_needs = frozenset({"logits"})
     clip_grad_norm = 15.0  # train_ocmgd.py: clip_grad_norm_(criterion's parameters, max_norm=15)
 
     @classmethod
+    def check(cls, values, facts):
+        if not 0 <= values["mask_ratio"] < 1:
+            return f"--afdcd_mask_ratio {values['mask_ratio']}: give a share in [0, 1)"
+        return super().check(values, facts)
+
+    @classmethod
     def build(cls, student, teacher, values, missing_attention=(), dataset=None):
         if values.get("mimic") is None:
             values = {**values, "mimic": MIMIC_WEIGHTS.get(dataset, 4e-5)}
-        if not 0 <= values.get("mask_ratio", 0.75) < 1:
-            raise ValueError(f"--afdcd_mask_ratio {values['mask_ratio']}: give a share in [0, 1)")
         return cls(student, teacher, **values)
 
     def __init__(self, student, teacher, **values):

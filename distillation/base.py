@@ -31,10 +31,21 @@ METHODS = {}
 
 
 @dataclass(frozen=True)
+class RunFacts:
+    """What a method's values are checked against: the train crop, the global batch, the classes (None: not known
+    yet) and the bytes of memory on the training device."""
+    crop_size: int
+    batch_size: int
+    num_classes: int = None
+    memory: int = None
+
+
+@dataclass(frozen=True)
 class Hyper:
     """A hyperparameter: attribute ``name``, command-line ``flag`` (its argparse dest too, dashes read as
     underscores), the command-line ``default``, ``help``, the ``paper``'s value (the constructor's default;
-    None: ``default``), ``choices`` for a string, else a number at least ``low`` (above it if ``low_open``)."""
+    None: ``default``), ``choices`` for a string, else a number (``kind``: float or int) at least ``low`` (above it
+    if ``low_open``); ``term``: it weighs one of the method's terms (a method whose terms all weigh 0 is refused)."""
     name: str
     flag: str
     default: object
@@ -43,6 +54,8 @@ class Hyper:
     choices: tuple = None
     low: float = None
     low_open: bool = False
+    kind: type = float
+    term: bool = False
 
     @property
     def dest(self):
@@ -54,7 +67,8 @@ class Hyper:
 
     def add_to(self, parser):
         spellings = dict.fromkeys([f"--{self.flag}", f"--{self.flag.replace('_', '-')}"])  # --kd_T, --kd-T
-        kind = {"choices": self.choices} if self.choices else {"type": number(float, self.low, low_open=self.low_open)}
+        kind = {"choices": self.choices} if self.choices else {"type": number(self.kind, self.low,
+                                                                             low_open=self.low_open)}
         parser.add_argument(*spellings, dest=self.dest, default=self.default, help=self.help, **kind)
 
 
@@ -91,6 +105,19 @@ class Method(nn.Module):
     def values_from_args(cls, args):
         """{attribute: value} of the method's flags in the namespace ``args``."""
         return {h.name: getattr(args, h.dest) for h in cls.hyper}
+
+    @classmethod
+    def check(cls, values, facts):
+        """What is wrong with the hyperparameter ``values`` of this method switched on, for a run of ``facts``
+        (:class:`RunFacts`): a one-line message naming the flag and what to do, or None.  Checked with every other
+        argument, before anything is read or written (``training.args.resolve_args``).  Here: a method whose term
+        weights are all 0 contributes nothing; methods add what their values mean."""
+        terms = [h for h in cls.hyper[1:] if h.term]
+        if terms and all(values.get(h.name, h.default) == 0 for h in terms):
+            return (f"--{cls.hyper[0].flag} {values[cls.hyper[0].name]} switches {cls.title} on, but "
+                    f"{', '.join('--' + h.flag for h in terms)} are all 0: it would contribute nothing; give one of "
+                    f"them a weight, or drop --{cls.hyper[0].flag}")
+        return None
 
     @classmethod
     def build(cls, student, teacher, values, missing_attention=(), dataset=None):

@@ -40,6 +40,7 @@ from .kd import kd_loss
 
 IGNORE = 255
 PIXELS_PER_CLASS = 16  # enqueued per class and image (CIRKD's pixel_update_freq)
+QUEUE_DIM = 256  # the teacher's decoder tap channels: the queues' embedding size
 WEIGHTS = {"pascal": 0.01}  # memory weights per dataset; others: 0.1 (Cityscapes, the code's default)
 
 
@@ -144,21 +145,48 @@ def projector(channels):
 class CIRKD(Method):
     name, title = "cirkd", "CIRKD"
     hyper = (Hyper("weight", "cirkd_lambda", 0.0, "CIRKD: scales all its terms (paper: 1); 0 = off", paper=1.0, low=0),
-             Hyper("kd", "cirkd_kd", 1.0, "CIRKD KD term weight (paper: 1)", low=0),
-             Hyper("minibatch", "cirkd_minibatch", 1.0, "CIRKD mini-batch pixel-to-pixel weight (paper: 1)", low=0),
+             Hyper("kd", "cirkd_kd", 1.0, "CIRKD KD term weight (paper: 1)", low=0, term=True),
+             Hyper("minibatch", "cirkd_minibatch", 1.0, "CIRKD mini-batch pixel-to-pixel weight (paper: 1)", low=0,
+                   term=True),
              Hyper("memory_pixel", "cirkd_memory_pixel", None, "CIRKD memory pixel-to-pixel weight (default: 0.01 on "
-                   "pascal, 0.1 otherwise, as its scripts)", low=0),
+                   "pascal, 0.1 otherwise, as its scripts)", low=0, term=True),
              Hyper("memory_region", "cirkd_memory_region", None, "CIRKD memory pixel-to-region weight (default: 0.01 "
-                   "on pascal, 0.1 otherwise)", low=0),
+                   "on pascal, 0.1 otherwise)", low=0, term=True),
              Hyper("temperature", "cirkd_T", 0.1, "CIRKD similarity temperature (paper: 0.1)", low=0, low_open=True),
-             Hyper("pool", "cirkd_pool", 2.0, "CIRKD average-pool of the decoder tap (2: stride 8, CIRKD's)", low=1),
-             Hyper("pixel_memory", "cirkd_pixel_memory", 20000.0, "CIRKD pixel queue length per class (paper: "
-                   "20000)", low=1),
-             Hyper("region_memory", "cirkd_region_memory", 2000.0, "CIRKD region queue length per class (paper: "
-                   "2000)", low=1))
+             Hyper("pool", "cirkd_pool", 2, "CIRKD average-pool of the decoder tap (2: stride 8, CIRKD's); the pooled "
+                   "map must stay at least 2 x 2", low=1, kind=int),
+             Hyper("pixel_memory", "cirkd_pixel_memory", 20000, "CIRKD pixel queue length per class (paper: 20000); at "
+                   f"least the {PIXELS_PER_CLASS} pixels x global batch enqueued per step", low=1, kind=int),
+             Hyper("region_memory", "cirkd_region_memory", 2000, "CIRKD region queue length per class (paper: 2000); "
+                   "at least the global batch", low=1, kind=int))
     needs_labels = True
     teacher_needs = frozenset({"logits"})
     PIXEL_CONTRAST, REGION_CONTRAST = 4096, 1024
+
+    @classmethod
+    def check(cls, values, facts):
+        """Besides the generic check: a pooled decoder tap of at least 2 x 2 (at 1 x 1 the mini-batch term is
+        exactly 0), queues that hold at least one step's entries, and queues that fit in memory."""
+        problem = super().check(values, facts)
+        if problem:
+            return problem
+        tap = -(-facts.crop_size // 4)  # the decoder tap: stride 4
+        if values["minibatch"] != 0 and values["pool"] >= tap:  # ceil(tap / pool) < 2
+            return (f"--cirkd_pool {values['pool']}: the decoder tap is {tap} x {tap} at --crop-size "
+                    f"{facts.crop_size}; pooled to 1 x 1 the mini-batch term is always 0; use at most {tap - 1}")
+        queues = (("--cirkd_pixel_memory", values["pixel_memory"], PIXELS_PER_CLASS * facts.batch_size),
+                  ("--cirkd_region_memory", values["region_memory"], facts.batch_size))
+        for flag, size, per_step in queues:
+            if size < per_step:
+                return (f"{flag} {size}: a step enqueues up to {per_step} entries per class (global batch "
+                        f"{facts.batch_size}); give at least {per_step}")
+        if facts.memory:
+            need = (values["pixel_memory"] + values["region_memory"]) * (facts.num_classes or 2) * QUEUE_DIM * 4
+            if need > facts.memory // 2:
+                return (f"--cirkd_pixel_memory {values['pixel_memory']} / --cirkd_region_memory "
+                        f"{values['region_memory']}: the queues need {need / 2 ** 30:.1f} GiB, over half of the "
+                        f"{facts.memory / 2 ** 30:.1f} GiB this run's device has; use shorter queues")
+        return None
 
     @classmethod
     def build(cls, student, teacher, values, missing_attention=(), dataset=None):

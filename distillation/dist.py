@@ -35,8 +35,8 @@ def dist_loss(s_logits, t_logits, beta=1.0, gamma=1.0, temperature=1.0):
 class DIST(LogitsMethod):
     name, title = "dist", "DIST"
     hyper = (Hyper("weight", "dist_lambda", 0.0, "DIST weight (its segmentation code: 1); 0 = off", paper=1.0, low=0),
-             Hyper("beta", "dist_beta", 1.0, "DIST inter-class weight", low=0),
-             Hyper("gamma", "dist_gamma", 1.0, "DIST intra-class weight", low=0),
+             Hyper("beta", "dist_beta", 1.0, "DIST inter-class weight", low=0, term=True),
+             Hyper("gamma", "dist_gamma", 1.0, "DIST intra-class weight", low=0, term=True),
              Hyper("temperature", "dist_T", 1.0, "DIST temperature", low=0, low_open=True))
 
     loss = staticmethod(dist_loss)

@@ -5,7 +5,8 @@
 
 Everything a run's future depends on must be identical: weights, optimizer state(s), connectors, RNG states,
 epoch, iteration, best mIoU and the history's losses and metrics (its timings are left out). ``args`` may
-differ (a refactor may add or drop a flag): their differences are listed, not counted.  Exit 0 when every
+differ (a refactor may add or drop a flag): their differences are listed, not counted; ``home`` (the run's
+folder) is left out.  Exit 0 when every
 pair is identical, 1 otherwise.
 """
 import argparse
@@ -40,6 +41,8 @@ def differences(a, b, where=""):
 def compare(path_a, path_b):
     a, b = (torch.load(p, map_location="cpu", weights_only=True) for p in (path_a, path_b))
     args_a, args_b = a.pop("args", {}), b.pop("args", {})
+    for ckpt in (a, b):
+        ckpt.pop("home", None)  # where the run lives: two runs compared live in two places
     diffs = differences(a, b)
     arg_notes = [f"{k}: {args_a.get(k, '(absent)')!r} -> {args_b.get(k, '(absent)')!r}"
                  for k in sorted(set(args_a) | set(args_b)) if args_a.get(k, "(absent)") != args_b.get(k, "(absent)")]

@@ -8,8 +8,12 @@
 # (plus the teacher, ~25 min, and LAD's, ~8 min, if they are not there yet).
 # shellcheck source=scripts/tasks.sh
 source "$(dirname "$0")/tasks.sh" "$@"
+ALL="baseline attnfd kd at overhaul cwd dist skd cirkd lad afdcd"
+ROWS=${ROWS:-$ALL}
+for name in $ROWS; do  # before anything trains
+  [[ " $ALL " == *" $name "* ]] || fail "unknown row '$name' in ROWS (rows: $ALL)"
+done
 task easy
-ROWS=${ROWS:-"baseline attnfd kd at overhaul cwd dist skd cirkd lad afdcd"}
 LAD_T=$OUT/teachers/synthetic/lad-teacher-easy/experiment_0/checkpoint.pth.tar
 if [[ " $ROWS " == *" lad "* && ! -f $LAD_T ]]; then
   # shellcheck disable=SC2086
@@ -31,10 +35,7 @@ declare -A ROW=(
   [afdcd]="$KD --afdcd_lambda 1"
 )
 runs=()
-for name in $ROWS; do
-  [ -n "${ROW[$name]:-}" ] || { echo "methods.sh: unknown row '$name' in ROWS (rows: ${!ROW[*]})" >&2; exit 2; }
-  runs+=(--run "$name" "${ROW[$name]}")
-done
+for name in $ROWS; do runs+=(--run "$name" "${ROW[$name]}"); done
 # shellcheck disable=SC2086
 ATTNFD_SYNTHETIC_ROOT=$root python sweep.py --out "$OUT/methods" --jobs "$JOBS" --seeds $SEEDS "${runs[@]}" \
   -- --backbone resnet18 --epochs 10 $COMMON

@@ -4,7 +4,7 @@
 # VOC, batch 6, crop 513, Nesterov), and the table with the paper's number beside each row.
 #   bash scripts/paper.sh pascal|cityscapes [OUT]          (OUT defaults to paper/<dataset>)
 #   GPUS=8 bash scripts/paper.sh pascal                    (every run under torchrun on 8 GPUs, one after another)
-#   SEEDS="1 2 3" DRY_RUN=1 bash scripts/paper.sh pascal   (print the commands, train nothing)
+#   SEEDS="1 2 3" DRY_RUN=1 bash scripts/paper.sh pascal   (print the commands, train nothing; DRY_RUN=0: a real run)
 # Resumable: run it again after a stop; finished runs are kept, stopped ones go on from their last checkpoint.
 # The LAD row distils from its own label-assisted ResNet-18 teacher (train.py --label-assisted), trained first.
 # Nothing of it is claimed as reproduced until it has run on the real data (README, "Reproducing the paper").
@@ -25,13 +25,34 @@ SEEDS=${SEEDS:-"1 2 3"}
 T=${TEACHER:-pretrained/teacher-$DATASET.pth.tar}
 LAD_T=$OUT/lad-teacher/$DATASET/lad-teacher/model_best.pth.tar
 COMMON="$DATA --backbone resnet18 --nesterov --batch-size 6 --crop-size 513"
-[[ $GPUS =~ ^[1-9][0-9]*$ ]] || { echo "paper.sh: GPUS=$GPUS: give a number of GPUs (1 or more)" >&2; exit 2; }
+# every argument checked before anything trains
+fail() { echo "paper.sh: $*" >&2; exit 2; }
+[[ $GPUS =~ ^[1-9][0-9]*$ ]] || fail "GPUS=$GPUS: give a number of GPUs (1 or more)"
+case ${DRY_RUN:-0} in 0|no|false|"") DRY_RUN="" ;; 1|yes|true) DRY_RUN=1 ;; *) fail "DRY_RUN=$DRY_RUN: give 1 or 0" ;; esac
+for s in $SEEDS; do [[ $s =~ ^[0-9]+$ ]] || fail "SEEDS: '$s' is not a seed (give integers, e.g. SEEDS=\"1 2 3\")"; done
+[ -n "${SEEDS// /}" ] || fail "SEEDS is empty"
+[ ! -e "$OUT" ] || [ -d "$OUT" ] || fail "OUT $OUT is a file; give a folder"
 if [ "$GPUS" -gt 1 ]; then
   LAUNCH=(torchrun --standalone --nproc_per_node "$GPUS"); SWEEP_LAUNCH=(--launcher "torchrun --standalone --nproc_per_node $GPUS")
 else
   LAUNCH=("$PY"); SWEEP_LAUNCH=()
 fi
 run() { if [ -n "${DRY_RUN:-}" ]; then echo "$*"; else "$@"; fi; }
+
+KD="train_kd.py --teacher_path $T --attn_lambda 0"
+paper=()
+for ((i = 0; i < ${#PAPER[@]}; i += 2)); do paper+=(--paper "${PAPER[i]}" "${PAPER[i+1]}"); done
+# shellcheck disable=SC2206
+GRID=(--out "$OUT" --seeds $SEEDS --resume "${SWEEP_LAUNCH[@]}" "${paper[@]}"
+  --run baseline "train.py"
+  --run kd "$KD --kd_lambda 1"
+  --run overhaul "$KD --overhaul_lambda 1e-5"
+  --run dist "$KD --dist_lambda 1"
+  --run cirkd "$KD --cirkd_lambda 1"
+  --run lad "train_kd.py --teacher_path $LAD_T --attn_lambda 0 --lad_lambda 3"
+  --run attnfd "train_kd.py --teacher_path $T --attn_lambda 2"
+  -- $COMMON)
+"$PY" sweep.py --dry-run "${GRID[@]}" > /dev/null  # the whole grid's arguments, before the LAD teacher trains
 
 if [ -z "${DRY_RUN:-}" ] && [ ! -f "$T" ]; then
   echo "paper.sh: no teacher at $T: save the AttnFD release's ResNet-101 checkpoint there (pretrained/README.md), or set TEACHER=path" >&2
@@ -44,16 +65,4 @@ if [ ! -f "$LAD_T" ]; then
   run "${LAUNCH[@]}" train.py $COMMON --label-assisted --seed 1 --run-dir "$OUT/lad-teacher" --checkname lad-teacher \
     ${last:+--resume "$last"}
 fi
-KD="train_kd.py --teacher_path $T --attn_lambda 0"
-paper=()
-for ((i = 0; i < ${#PAPER[@]}; i += 2)); do paper+=(--paper "${PAPER[i]}" "${PAPER[i+1]}"); done
-# shellcheck disable=SC2086
-"$PY" sweep.py --out "$OUT" --seeds $SEEDS --resume "${SWEEP_LAUNCH[@]}" "${paper[@]}" ${DRY_RUN:+--dry-run} \
-  --run baseline "train.py" \
-  --run kd "$KD --kd_lambda 1" \
-  --run overhaul "$KD --overhaul_lambda 1e-5" \
-  --run dist "$KD --dist_lambda 1" \
-  --run cirkd "$KD --cirkd_lambda 1" \
-  --run lad "train_kd.py --teacher_path $LAD_T --attn_lambda 0 --lad_lambda 3" \
-  --run attnfd "train_kd.py --teacher_path $T --attn_lambda 2" \
-  -- $COMMON
+"$PY" sweep.py ${DRY_RUN:+--dry-run} "${GRID[@]}"

@@ -11,7 +11,11 @@
 # about 1.5 hours per 10-row table of 5 seeds; a GPU is much faster (run several at once: JOBS=8).
 # shellcheck source=scripts/tasks.sh
 source "$(dirname "$0")/tasks.sh" "$@"
-TABLES=${TABLES:-"easy hard amp batch8 mobilenet round2-easy round2-hard longer-easy longer-hard"}
+ALL="easy hard amp batch8 mobilenet round2-easy round2-hard longer-easy longer-hard"
+TABLES=${TABLES:-$ALL}
+for table in $TABLES; do  # before anything trains
+  [[ " $ALL " == *" $table "* ]] || fail "unknown table '$table' in TABLES (tables: $ALL)"
+done
 
 sweep() {  # sweep DIFFICULTY ARGS...: sweep.py on that task's data
   local difficulty=$1
@@ -112,7 +116,5 @@ for table in $TABLES; do
     round2-hard) round2 hard "-hard" ;;
     longer-easy) longer easy ;;
     longer-hard) longer hard ;;
-    *) echo "study.sh: unknown table '$table' in TABLES (tables: easy hard amp batch8 mobilenet round2-easy" \
-            "round2-hard longer-easy longer-hard)" >&2; exit 2 ;;
   esac
 done

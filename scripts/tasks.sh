@@ -7,6 +7,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${1:-study}
 JOBS=${JOBS:-2}
 SEEDS=${SEEDS:-"1 2 3 4 5"}
+# every argument checked before anything trains
+fail() { echo "$(basename "$0"): $*" >&2; exit 2; }
+[ ! -e "$OUT" ] || [ -d "$OUT" ] || fail "OUT $OUT is a file; give a folder"
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || fail "JOBS=$JOBS: give the number of trainings at once (1 or more)"
+for s in $SEEDS; do [[ $s =~ ^[0-9]+$ ]] || fail "SEEDS: '$s' is not a seed (give integers, e.g. SEEDS=\"1 2 3\")"; done
+[ -n "${SEEDS// /}" ] || fail "SEEDS is empty"
+[ -z "$(printf '%s\n' $SEEDS | sort | uniq -d)" ] || fail "SEEDS=$SEEDS: give each seed once"
 COMMON="--dataset synthetic --base-size 64 --crop-size 64 --batch-size 4 --lr 0.05 --workers 0 --no-pretrained"
 
 # task easy|hard [EPOCHS]: writes the task's data and trains its ResNet-101 teacher (each once; EPOCHS defaults to

@@ -252,22 +252,27 @@ def test_decode_segmap_uses_the_voc_palette():
 
 
 def test_balanced_class_weights_are_computed_once_and_cached(tmp_path, monkeypatch):
-    from utils.calculate_weights import calculate_weights_labels
+    from training.build import class_weights, class_weights_cache, save_npy
+    from utils.saver import Home
 
     root = tmp_path / "VOC2012"
     make_voc(root, ["a", "b"], ["c"])
     monkeypatch.setenv("ATTNFD_PASCAL_ROOT", str(root))
     ds = dataset_split("pascal", "train")
-    cache = tmp_path / "pascal_classes_weights.npy"
-    w = calculate_weights_labels(ds, 21, str(cache))
+    home = Home(str(tmp_path / "run"), "pascal", "x")
+    cache = class_weights_cache(home, use_sbd=False)
+    assert cache.startswith(home.directory) and cache != class_weights_cache(home, use_sbd=True)
+    w = class_weights(ds, 21, cache)
     # a: columns < 28 are class 1, the rest 0 (rows 0-1 are void); b: class 2 likewise
     valid = 38 * 56
     freq = np.zeros(21)
     freq[0], freq[1], freq[2] = valid, valid / 2, valid / 2
     np.testing.assert_allclose(w, 1 / np.log(1.02 + freq / freq.sum()))
-    assert cache.is_file()
+    os.makedirs(home.directory)
+    save_npy(cache, w)  # what the run writes once its folder exists
     os.remove(root / "SegmentationClass" / "a.png")  # the cache is used: labels are not read again
-    np.testing.assert_allclose(calculate_weights_labels(ds, 21, str(cache)), w)
+    np.testing.assert_allclose(class_weights(ds, 21, cache), w)
+    assert not any(f.endswith(".npy") for _, _, files in os.walk(root) for f in files)  # never in the dataset
 
 
 def test_16_bit_greyscale_images_are_read_as_their_values_not_white(tmp_path):

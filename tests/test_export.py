@@ -10,6 +10,7 @@ from conftest import save_random_checkpoint
 
 from modeling import DeepLab
 from modeling.layers import AtrousConv2d, any_input_size
+from utils.outputs import Outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +62,8 @@ def test_exported_argmax_agrees_with_pytorch_on_real_sized_inputs(tmp_path):
     for m in model.modules():  # trained-like BN statistics, so that the logits are not all near-ties
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_var.uniform_(0.5, 2.0)
-    export.export(model, "onnx", str(tmp_path / "m.onnx"))
+    path = str(tmp_path / "m.onnx")
+    export.export(model, "onnx", path, Outputs("export.py").writes("--output", path).check())
     results = export.parity(model, "onnx", str(tmp_path / "m.onnx"), [(1, 375, 500), (1, 513, 513)])
     for shape, err, agree in results:
         assert agree >= 0.999 and err <= 1e-4, (shape, err, agree)
@@ -130,7 +132,7 @@ def test_cost_table_parameter_counts_are_the_designs(tmp_path):
     p = run(ROOT / "benchmarks" / "cost.py", "--models", "resnet101", "resnet18", "mobilenet", ckpt, "--size", "65",
             "--reps", "1", "--warmup", "0", "--precision", "fp32", "--device", "cpu", "--json", out,
             "--markdown", tmp_path / "cost.md", cwd=tmp_path)
-    rows = json.loads(out.read_text())
+    rows = json.loads(out.read_text())["rows"]
     params = [r["params_M"] for r in rows]
     assert params[0] > params[1] > params[2] and params[3] == params[1]
     assert all(r["params_with_cbam_M"] > r["params_M"] for r in rows)  # the paper's column leaves CBAM out
@@ -145,6 +147,6 @@ def test_cost_table_times_the_onnx_export_under_onnxruntime(tmp_path):
     out = tmp_path / "cost.json"
     p = run(ROOT / "benchmarks" / "cost.py", "--models", "mobilenet", "--size", "65", "--reps", "2", "--warmup", "1",
             "--precision", "fp32", "--device", "cpu", "--onnxruntime", "--json", out, cwd=tmp_path)
-    row = json.loads(out.read_text())[0]
+    row = json.loads(out.read_text())["rows"][0]
     assert row["ort_ms"] > 0
     assert "ONNX Runtime fp32 ms" in p.stdout

@@ -66,16 +66,6 @@ def test_freeze_bn_keeps_batchnorm_affine_parameters_out_of_the_optimizer():
     assert all(id(p) in grouped for p in convs)
 
 
-def test_balanced_weight_caches_of_sbd_and_plain_pascal_never_collide(tmp_path):
-    from training.build import class_weights_cache
-
-    for root in (tmp_path, tmp_path / "not-writable-or-absent"):
-        plain = class_weights_cache("pascal", False, str(root), str(tmp_path / "run"))
-        sbd = class_weights_cache("pascal", True, str(root), str(tmp_path / "run"))
-        assert plain != sbd and "_sbd" in sbd
-    assert class_weights_cache("pascal", True, str(tmp_path / "absent"), "run").startswith("run")
-
-
 def test_a_teacher_trained_at_another_output_stride_is_reported(data, monkeypatch, tmp_path, capsys):
     teacher = save_random_checkpoint(tmp_path / "os8.pth.tar", output_stride=8)
     t = kd_run(data, monkeypatch, "--teacher_path", str(teacher), "--epochs", "1")

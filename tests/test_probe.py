@@ -39,7 +39,7 @@ def test_cli_writes_one_row_per_checkpoint_and_refuses_to_overwrite_its_input(tm
     p = subprocess.run(cmd + ["--output", str(tmp_path / "probe.json")], env=env, capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 0, p.stderr
-    rows = json.loads((tmp_path / "probe.json").read_text())
+    rows = json.loads((tmp_path / "probe.json").read_text())["checkpoints"]
     assert len(rows) == 1 and rows[0]["backbone"] == "resnet18" and rows[0]["grid"] == 8
     assert set(rows[0]["taps"]) == {"backbone", "aspp", "decoder"}
     assert all(0 <= m <= 100 for m in rows[0]["taps"].values())

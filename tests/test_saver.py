@@ -4,7 +4,8 @@ import os
 import pytest
 import torch
 
-from utils.saver import CheckpointError, Saver, load_file, save_atomic
+from utils.outputs import Outputs
+from utils.saver import CheckpointError, Home, Saver, load_file, save_atomic
 
 
 class Unpicklable:
@@ -63,12 +64,18 @@ def test_load_file_refuses_pickled_code_and_names_the_file(tmp_path):
         load_file(str(tmp_path / "absent.pth"))
 
 
+def make_saver(run_dir, dataset, checkname):
+    """A Saver of a new experiment, behind the guard train.py gives it."""
+    home = Home(run_dir, dataset, checkname)
+    return Saver(home, Outputs("train.py").writes_run("--run-dir", home.directory).check())
+
+
 def test_model_best_is_the_best_over_experiments(tmp_path):
     W = {"w": torch.ones(1)}  # noqa: N806
-    first = Saver(str(tmp_path), "pascal", "x")
+    first = make_saver(str(tmp_path), "pascal", "x")
     first.save_experiment_config({"lr": 0.1, "dataset": "pascal"})
     first.save_checkpoint({"state_dict": W, "best_pred": 0.5, "tag": "first"}, is_best=True)
-    second = Saver(str(tmp_path), "pascal", "x")
+    second = make_saver(str(tmp_path), "pascal", "x")
     assert second.experiment_dir.endswith("experiment_1")
     second.save_checkpoint({"state_dict": W, "best_pred": 0.4, "tag": "second"}, is_best=True)
     best = tmp_path / "pascal" / "x" / "model_best.pth.tar"
@@ -79,16 +86,16 @@ def test_model_best_is_the_best_over_experiments(tmp_path):
 
 
 def test_a_run_that_ends_before_its_first_checkpoint_leaves_nothing(tmp_path):
-    saver = Saver(str(tmp_path / "run"), "pascal", "x")
+    saver = make_saver(str(tmp_path / "run"), "pascal", "x")
     saver.save_experiment_config({"lr": 0.1})
     saver.discard()
     assert not (tmp_path / "run").exists()  # the folders it made, and only those
     (tmp_path / "run" / "pascal" / "x").mkdir(parents=True)
     (tmp_path / "run" / "pascal" / "x" / "mine.txt").write_text("a user's file")
-    saver = Saver(str(tmp_path / "run"), "pascal", "x")
+    saver = make_saver(str(tmp_path / "run"), "pascal", "x")
     saver.save_checkpoint({"best_pred": 0.1}, is_best=False)
     saver.discard()  # it has a checkpoint: kept
     assert (tmp_path / "run/pascal/x/experiment_0/checkpoint.pth.tar").exists()
-    later = Saver(str(tmp_path / "run"), "pascal", "x")
+    later = make_saver(str(tmp_path / "run"), "pascal", "x")
     later.discard()
     assert not (tmp_path / "run/pascal/x/experiment_1").exists() and (tmp_path / "run/pascal/x/mine.txt").exists()

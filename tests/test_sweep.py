@@ -12,6 +12,8 @@ from PIL import Image
 import sweep
 from dataloaders.synthetic import generate
 from utils import tables as sweep_tables
+from utils.cells import set_aside
+from utils.cli import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["--dataset", "synthetic", "--base-size", "32", "--crop-size", "32", "--batch-size", "4",
@@ -121,22 +123,38 @@ def test_sweep_rejects_bad_grids(argv, message):
         sweep.parse(argv)
 
 
-def test_a_finished_cell_of_another_command_is_refused_or_set_aside_never_deleted(tmp_path):
-    args = sweep.parse(["--out", str(tmp_path), "--seeds", "1", "2", "--run", "a", "train.py --lr 0.1"])
-    cells = [("a", "train.py --lr 0.1", 1), ("a", "train.py --lr 0.1", 2)]
-    same, _ = sweep.command_for(args, *cells[0])
+def test_a_cell_of_another_command_is_refused_or_set_aside_never_deleted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid = ["--seeds", "1", "2", "--run", "a", "train.py --lr 0.1"]
+    args = sweep.parse(["--out", "sw", *grid])
+    same, _ = sweep.command_for(args, "a", "train.py --lr 0.1", 1)
     for seed, cmd in ((1, same[1:]), (2, ["train.py", "--lr", "0.2"])):  # seed 2 finished with another command
-        cell = tmp_path / "runs" / "a" / f"seed{seed}"
+        cell = tmp_path / "sw" / "runs" / "a" / f"seed{seed}"
         cell.mkdir(parents=True)
         (cell / "result.json").write_text(json.dumps({"cmd": cmd, "best_mIoU": 0.5}))
         (cell / "checkpoint.pth.tar").write_text("weights")
-    assert sweep.changed_cells(args, cells) == [("a", 2, str(tmp_path / "runs" / "a" / "seed2"))]
-    with pytest.raises(sweep.UsageError, match="--run a seed 2 finished in .* with another command"):
+    assert [sweep.plan(args, "a", "train.py --lr 0.1", s).action for s in (1, 2)] == ["skip", "changed"]
+    # --out spelled as an absolute path: the same cells, the same commands (it was refused as changed)
+    absolute = sweep.parse(["--out", str(tmp_path / "sw"), *grid])
+    assert [sweep.plan(absolute, "a", "train.py --lr 0.1", s).action for s in (1, 2)] == ["skip", "changed"]
+    with pytest.raises(UsageError, match="--run a seed 2 in .* finished or started with another command"):
         sweep.main(args)
-    assert (tmp_path / "runs/a/seed2/checkpoint.pth.tar").read_text() == "weights"
-    moved = sweep.set_aside(str(tmp_path / "runs" / "a" / "seed2"))  # what --rerun-changed does first
+    assert (tmp_path / "sw/runs/a/seed2/checkpoint.pth.tar").read_text() == "weights"
+    moved = set_aside(str(tmp_path / "sw" / "runs" / "a" / "seed2"))  # what --rerun-changed does first
     assert moved.endswith("seed2.old-0") and (Path(moved) / "checkpoint.pth.tar").read_text() == "weights"
-    assert sweep.finished(same, str(tmp_path / "runs" / "a" / "seed1"))["skipped"]
+
+
+def test_a_row_flag_repeated_among_the_common_args_and_a_bad_row_value_are_refused_before_any_training():
+    with pytest.raises(UsageError, match="--run a sets --lr and the common args set it too"):
+        sweep.parse(["--out", "o", "--seeds", "1", "--run", "a", "train.py --lr 0.1", "--", "--lr", "0.2"])
+    with pytest.raises(UsageError, match="--run b sets --teacher_path and the common"):  # the other spelling
+        sweep.parse(["--out", "o", "--seeds", "1", "--run", "b", "train_kd.py --teacher-path t", "--",
+                     "--teacher_path", "u"])
+    with pytest.raises(UsageError, match="--run a: argument --lr: -1 must be above 0"):
+        sweep.parse(["--out", "o", "--seeds", "1", "--run", "a", "train.py --lr -1"])
+    with pytest.raises(UsageError, match="--run k: --cirkd_pool 64: the decoder tap"):
+        sweep.parse(["--out", "o", "--seeds", "1", "--run", "k", "train_kd.py --cirkd_lambda 1 --cirkd_pool 64",
+                     "--", "--crop-size", "64"])
 
 
 def test_table_with_the_papers_numbers_beside_the_measured_ones():
@@ -159,11 +177,12 @@ def test_compare_pairs_a_row_with_another_and_table_writes_beside_shared_cells(t
     tables are written there from the finished cells of --out, which stay where they are."""
     seeds = {"a": (0.30, 0.40), "a-amp": (0.31, 0.38), "b": (0.36, 0.42), "b-amp": (0.35, 0.40)}
     argv = ["--out", str(tmp_path / "runs-dir"), "--seeds", "1", "2", "--report-only", "--table", str(tmp_path / "t"),
-            *[w for n in seeds for w in ("--run", n, f"train.py --tag {n}")], "--compare", "b-amp", "b"]
+            *[w for i, n in enumerate(seeds) for w in ("--run", n, f"train.py --lr 0.0{i + 1}")], "--compare", "b-amp",
+            "b"]
     args = sweep.parse(argv)
-    for name, values in seeds.items():
+    for i, (name, values) in enumerate(seeds.items()):
         for seed, miou in zip((1, 2), values):
-            cmd, run_dir = sweep.command_for(args, name, f"train.py --tag {name}", seed)
+            cmd, run_dir = sweep.command_for(args, name, f"train.py --lr 0.0{i + 1}", seed)
             os.makedirs(run_dir)
             Path(run_dir, "result.json").write_text(json.dumps({"cmd": cmd[1:], "best_mIoU": miou,
                                                                 "final_mIoU": miou - 0.01}))
@@ -191,7 +210,7 @@ def test_paper_sh_dry_run_prints_the_papers_grid():
 
     p = dry("pascal", "out", GPUS="4")
     assert p.returncode == 0, p.stderr
-    lines = p.stdout.splitlines()
+    lines = [line for line in p.stdout.splitlines() if not line.startswith("# ")]  # the sweep's plan notes
     assert lines[0].startswith("torchrun --standalone --nproc_per_node 4 train.py") and "--label-assisted" in lines[0]
     runs = lines[1:]
     assert len(runs) == 21 and all(line.startswith("torchrun --standalone --nproc_per_node 4 ") for line in runs)
@@ -205,8 +224,9 @@ def test_paper_sh_dry_run_prints_the_papers_grid():
                                  for x in lad)
     assert all("--teacher_path pretrained/teacher-pascal.pth.tar" in x for x in runs if "cirkd_lambda 1" in x)
     p = dry("cityscapes", "out", SEEDS="1")
-    assert p.returncode == 0 and len(p.stdout.splitlines()) == 8 and "--use-sbd" not in p.stdout
-    assert not p.stdout.startswith("torchrun") and "/train.py --dataset cityscapes" in p.stdout.splitlines()[1]
+    lines = [line for line in p.stdout.splitlines() if not line.startswith("# ")]
+    assert p.returncode == 0 and len(lines) == 8 and "--use-sbd" not in p.stdout
+    assert not p.stdout.startswith("torchrun") and "/train.py --dataset cityscapes" in lines[1]
     assert dry("coco").returncode == 2 and dry("pascal", GPUS="two").returncode == 2
 
 

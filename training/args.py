@@ -3,11 +3,11 @@ import argparse
 import os
 import sys
 
-from dataloaders import DATASETS, get_dataset
+from dataloaders import DATASETS, DatasetError, dataset_root, get_dataset
 from distillation import add_args as add_distillation_args
 from modeling.backbone import BACKBONES
 from utils.cli import ArgumentParser, UsageError, number
-from utils.device import default_workers
+from utils.device import default_workers, device_memory
 
 DEFAULT_TEACHER = "pretrained/teacher-pascal.pth.tar"  # the reference's default path
 count, positive = number(int, 0), number(int, 1)
@@ -17,7 +17,7 @@ def get_args_parser(kd=False):
     p = ArgumentParser(description="AttnFD: DeepLabV3+ " + ("distillation" if kd else "training"))
     p.add_argument("--backbone", default="resnet18" if kd else "resnet101", choices=sorted(BACKBONES))
     p.add_argument("--out-stride", type=int, default=16, choices=[8, 16], help="network output stride")
-    p.add_argument("--dataset", default="pascal", choices=list(DATASETS))
+    p.add_input("--dataset", kind="dataset", default="pascal", choices=list(DATASETS))
     p.add_argument("--use-sbd", action="store_true", help="add SBD train+val (minus VOC val) to Pascal train")
     p.add_argument("--workers", type=count, default=default_workers(), metavar="N",
                    help="dataloader worker processes (default: this machine's CPUs, at most 8)")
@@ -60,13 +60,15 @@ def get_args_parser(kd=False):
     p.add_argument("--gpu-ids", default="0",
                    help="the GPU of a single-process run; several GPUs: torchrun --nproc_per_node=N (README)")
     p.add_argument("--seed", type=count, default=1, metavar="S")
-    p.add_argument("--resume", default=None,
-                   help="checkpoint to resume from: weights, optimizer(s), epoch and iteration, RNG states; on CPU the "
-                        "resumed run ends with the same weights as an uninterrupted one")
+    p.add_input("--resume", default=None,
+                help="checkpoint to resume from: weights, optimizer(s), epoch and iteration, RNG states; on CPU the "
+                     "resumed run ends with the same weights as an uninterrupted one. The run goes on in its own "
+                     "folder (the one the checkpoint is in, or records), whatever --run-dir / --checkname say")
     p.add_argument("--save-every", type=count, default=0, metavar="N",
                    help="also write the checkpoint every N iterations (atomically), so a killed run loses at most N "
                         "steps; 0: at the end of each epoch only")
-    p.add_argument("--checkname", default=None, help="run name (default deeplab-<backbone> / attnfd-<backbone>)")
+    p.add_argument("--checkname", default=None,
+                   help="run name (default deeplab-<backbone> / attnfd-<backbone>); a --resume keeps its run's")
     p.add_argument("--ft", action="store_true", help="fine-tune: load --resume weights only, start at epoch 0")
     p.add_argument("--eval-interval", type=positive, default=1, help="validate every N epochs")
     p.add_argument("--log-interval", type=positive, default=10, metavar="N",
@@ -76,7 +78,9 @@ def get_args_parser(kd=False):
     p.add_argument("--attention-in-path", action="store_true",
                    help="put CBAM in the forward path at the three taps, so its weights train (teacher option)")
     p.add_argument("--full-res-val", action="store_true", help="validate at original resolution (no resize)")
-    p.add_argument("--run-dir", default="run", help="root of run/<dataset>/<checkname>/experiment_<k>")
+    p.add_output("--run-dir", kind="run", default=None,
+                 help="root of <run-dir>/<dataset>/<checkname>/experiment_<k> (default: run); a --resume keeps its "
+                      "run's")
     if kd:
         add_distillation_flags(p)
     else:
@@ -87,7 +91,7 @@ def get_args_parser(kd=False):
 
 
 def add_distillation_flags(p):
-    p.add_argument("--teacher_path", "--teacher-path", dest="teacher_path", default=DEFAULT_TEACHER)
+    p.add_input("--teacher_path", "--teacher-path", dest="teacher_path", default=DEFAULT_TEACHER)
     p.add_argument("--teacher-backbone", default="resnet101", choices=sorted(BACKBONES),
                    help="used when the teacher checkpoint does not record its backbone")
     p.add_argument("--no-warmup", dest="warmup", action="store_false",
@@ -107,11 +111,12 @@ def add_distillation_flags(p):
 
 def resolve_args(args, kd=False, world=1, cuda=False, gpu_count=0):
     """A copy of ``args`` with the reference's defaults filled in, for ``world`` processes; UsageError (one line)
-    for impossible values.  A pure function: epochs and lr from the dataset, checkname from the backbone,
+    for impossible values.  A pure function: epochs and lr from the dataset,
     ``gpu_ids`` as a list.  The batch defaults to 6 per GPU; lr = dataset lr / 6 x the *global* batch, whatever
     the number of processes: the losses are those of the global batch, so N processes then train exactly as one
     process with that batch (the reference divides by its GPU count instead, which gives a 4-GPU run of
-    batch 8 a third of the lr a 1-GPU run of batch 8 gets)."""
+    batch 8 a third of the lr a 1-GPU run of batch 8 gets).  ``run_dir`` and ``checkname`` stay None when not
+    given: the run's home decides them (``training.state.run_home``)."""
     a = argparse.Namespace(**vars(args))
     a.kd, a.cuda = kd, cuda
     a.label_assisted = getattr(a, "label_assisted", False)
@@ -131,8 +136,8 @@ def resolve_args(args, kd=False, world=1, cuda=False, gpu_count=0):
     a.epochs = spec.epochs if a.epochs is None else a.epochs
     a.batch_size = 6 * (world if cuda else 1) if a.batch_size is None else a.batch_size
     a.lr = spec.lr / 6 * a.batch_size if a.lr is None else a.lr
-    a.checkname = a.checkname or ("attnfd-" if kd else "deeplab-") + a.backbone
-    if a.checkname in (".", "..") or os.sep in a.checkname or (os.altsep and os.altsep in a.checkname):
+    name = a.checkname
+    if name is not None and (name in ("", ".", "..") or os.sep in name or (os.altsep and os.altsep in name)):
         raise UsageError(f"--checkname {a.checkname!r} must be a plain folder name (it names "
                          f"<run-dir>/<dataset>/<checkname>; use --run-dir to put runs elsewhere)")
     if a.start_epoch >= a.epochs:
@@ -143,4 +148,22 @@ def resolve_args(args, kd=False, world=1, cuda=False, gpu_count=0):
     if a.batch_size % world:
         raise UsageError(f"--batch-size {a.batch_size} is the global batch and must split evenly across {world} "
                          "processes")
+    if kd:
+        check_methods(a)
     return a
+
+
+def check_methods(a):
+    """Every method switched on, its values checked against what they mean for this run (``Method.check``)."""
+    from distillation import METHODS, RunFacts, settings_from_args
+
+    try:
+        classes = len(get_dataset(a.dataset).class_names(dataset_root(a.dataset)))
+    except DatasetError:  # the dataset's own errors come when it is read
+        classes = None
+    facts = RunFacts(a.crop_size, a.batch_size, classes,
+                     device_memory(a.cuda, a.gpu_ids[0] if a.gpu_ids and a.cuda else 0))
+    for name, values in settings_from_args(a).items():
+        problem = METHODS[name].check(values, facts)
+        if problem:
+            raise UsageError(problem)

@@ -5,7 +5,6 @@ import random
 import numpy as np
 import torch
 
-from utils import distributed
 from utils.calculate_weights import calculate_weights_labels
 from utils.inference import load_model
 from utils.saver import CheckpointError
@@ -97,21 +96,21 @@ def join_student_optimizer(optimizer, distiller, lr):
             optimizer.add_param_group(group)
 
 
-def class_weights_cache(dataset, use_sbd, root, run_dir):
-    """Where the balanced CE weights are cached: beside the dataset, or in the run root when that is not
-    writable; SBD-augmented and plain weights never share a file."""
-    name = f"{dataset}{'_sbd' if use_sbd else ''}_classes_weights.npy"
-    return os.path.join(root if os.access(os.path.abspath(root), os.W_OK) else run_dir, name)
+def class_weights_cache(home, use_sbd):
+    """Where the balanced CE weights are cached: the run's folder (the reference kept them in the dataset root,
+    which this project never writes); SBD-augmented and plain weights never share a file."""
+    return os.path.join(home.directory, f"{home.dataset}{'_sbd' if use_sbd else ''}_classes_weights.npy")
 
 
 def class_weights(train_set, num_classes, cache):
-    """The reference's balanced CE weights; rank 0 computes and caches them, then the other ranks read them."""
-    if distributed.rank() != 0:
-        distributed.barrier()
-    weight = torch.from_numpy(calculate_weights_labels(train_set, num_classes, cache)).float()
-    if distributed.rank() == 0:
-        distributed.barrier()
-    return weight
+    """The reference's balanced CE weights (float64 numpy): read from ``cache``, else counted (by every rank: the
+    same numbers); ``save_npy`` caches them once the run folder exists."""
+    return np.load(cache) if os.path.isfile(cache) else calculate_weights_labels(train_set, num_classes)
+
+
+def save_npy(path, array):
+    with open(path, "wb") as f:
+        np.save(f, array)
 
 
 def for_training(net, world, device, compile_=False):

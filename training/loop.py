@@ -28,7 +28,8 @@ class NullWriter:
 
 
 class StopRequest:
-    """SIGINT/SIGTERM while ``installed()``: finish the step in flight, save, exit (a second one acts at once).
+    """SIGINT/SIGTERM while ``installed()``: finish the step in flight, save, exit (a second one acts at once, as a
+    SystemExit, so that a run that saved nothing yet leaves no folder behind).
     Under torchrun a signal reaches the ranks at different times, or only one of them: ``agreed()`` is where they
     decide together, so that all save the same step and all exit with 128 + the signal."""
 
@@ -43,8 +44,10 @@ class StopRequest:
         return self.signal if value else None
 
     def __call__(self, signum, frame):
+        if self.signal is not None:  # the second one: stop at once, through the finally blocks (no half-made run)
+            self.log(f"\n{signal.Signals(signum).name} again: stopping now, without saving this epoch")
+            raise SystemExit(128 + signum)
         self.signal = signal.Signals(signum)
-        signal.signal(signum, signal.SIG_DFL)
         self.log(f"\n{self.signal.name}: finishing this step, then saving (again to stop at once)")
 
     def exit(self, message):

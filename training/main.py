@@ -7,12 +7,14 @@ builders, ``fit`` runs the epochs with the free functions of ``loop`` and keeps 
 """
 import json
 import os
+import signal
+import sys
 import time
 from dataclasses import dataclass
 
 import torch
 
-from dataloaders import build_loaders, class_names, dataset_root
+from dataloaders import build_loaders, class_names
 from dataloaders.images import InputError
 from distillation import LabelAssistedTeacher, build_distiller, settings_from_args, teacher_train_mode
 from modeling import DeepLab, num_params
@@ -23,13 +25,14 @@ from utils.device import Precision
 from utils.inference import evaluate
 from utils.loss import SegmentationLosses
 from utils.lr_scheduler import LRSchedule
-from utils.saver import CheckpointError, Saver, load_file, write_text_atomic
+from utils.outputs import Outputs
+from utils.saver import CheckpointError, Saver, load_file
 from utils.summaries import TensorboardSummary
 
 from . import build
-from .args import resolve_args
+from .args import get_args_parser, resolve_args
 from .loop import NullWriter, StopRequest, TrainingError, log_validation, train_one_epoch
-from .state import RunState, get_rng_state, make_checkpoint, resume, set_rng_state
+from .state import RunState, get_rng_state, make_checkpoint, resume, run_home, set_rng_state
 
 
 @dataclass
@@ -69,6 +72,9 @@ def main(args, kd=False):
         with one_line_errors(InputError, CheckpointError, MissingWeightsError, TrainingError, where=where):
             run = setup(resolve_args(args, kd, distributed.world_size(), cuda, torch.cuda.device_count()))
             return fit(run)
+    except KeyboardInterrupt:  # before the run's signal handlers are installed (while it starts)
+        print("Stopped by SIGINT before the first checkpoint; nothing was saved", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
     finally:
         if run is not None and run.saver is not None:
             run.saver.discard()  # only when no checkpoint was written: nothing half-made stays behind
@@ -84,13 +90,19 @@ def setup(args):
     device = torch.device(f"cuda:{distributed.local_rank() if world > 1 else args.gpu_ids[0]}" if args.cuda else "cpu")
     precision = Precision(device, args.amp, args.amp_dtype, args.channels_last)
     checkpoint = load_file(args.resume, "--resume") if args.resume else None
+    home = run_home(args, checkpoint, log)
+    args.run_dir, args.checkname = home.run_dir, home.checkname
+    outputs = Outputs.from_args(get_args_parser(args.kd), args, "train_kd.py" if args.kd else "train.py",
+                                skip=() if args.ft else ("resume",))  # a resumed run's checkpoint is its own
+    outputs.writes_run("--run-dir", home.directory, replaces=[os.path.join(home.directory, "model_best.pth.tar")])
+    outputs.check()
     options = {"num_workers": args.workers, "pin_memory": args.cuda,
                "generator": torch.Generator().manual_seed(args.seed + rank)}
     if args.workers > 0:
         options.update(persistent_workers=True, prefetch_factor=4)
     train_loader, val_loader, num_classes = build_loaders(
         args.dataset, args.batch_size // world, args.base_size, args.crop_size, args.full_res_val, args.use_sbd,
-        args.seed, rank, world, **options)
+        args.seed, rank, world, val=not args.no_val, **options)
     model = DeepLab(num_classes, args.backbone, args.out_stride, pretrained_backbone=not args.no_pretrained,
                     attention_in_path=args.attention_in_path, freeze_bn=args.freeze_bn,
                     label_channel=args.label_assisted)
@@ -109,10 +121,10 @@ def setup(args):
         model, distiller, args.lr, args.momentum, args.weight_decay, args.nesterov,
         cbam_mlp=not (args.kd and args.student_cbam_mlp == "frozen"), warmup=args.kd and args.warmup,
         fused=args.fused_sgd and not (device.type == "cpu" and precision.scaler.is_enabled()))  # NaN there
-    weight = None
+    weights, cache = None, build.class_weights_cache(home, args.use_sbd)
     if args.use_balanced_weights:
-        cache = build.class_weights_cache(args.dataset, args.use_sbd, dataset_root(args.dataset), args.run_dir)
-        weight = build.class_weights(train_loader.dataset, num_classes, cache)
+        weights = build.class_weights(train_loader.dataset, num_classes, cache)
+    weight = None if weights is None else torch.from_numpy(weights).float()
     criterion = SegmentationLosses(weight=weight).build_loss(mode=args.loss_type)
     run = Run(args, device, precision, train_loader, val_loader, model, distiller,
               LabelAssistedTeacher(model, criterion) if args.label_assisted else None, optimizer, warmup_optimizer,
@@ -143,12 +155,16 @@ def setup(args):
 
     run.writer = NullWriter()
     if rank == 0:  # only rank 0 writes
-        resumed = os.path.dirname(os.path.abspath(args.resume)) if args.resume and not args.ft else ""
-        run.saver = Saver(args.run_dir, args.dataset, args.checkname,
-                          resumed if os.path.basename(resumed).startswith("experiment_") else None)
-        run.saver.save_experiment_config(vars(args))
-        run.summary = TensorboardSummary(run.saver.experiment_dir)
-        run.writer = run.summary.create_summary()
+        run.saver = Saver(home, outputs)
+        try:
+            run.saver.save_experiment_config(vars(args))
+            if weights is not None and not os.path.isfile(cache):
+                outputs.write_with(cache, lambda tmp: build.save_npy(tmp, weights))
+            run.summary = TensorboardSummary(run.saver.experiment_dir, outputs)
+            run.writer = run.summary.create_summary()
+        except BaseException:
+            run.saver.discard()
+            raise
     if run.state.rng is not None:
         set_rng_state(run.state.rng)  # the resumed run draws the dropout masks the interrupted one would have
     log(f"Student DeepLab({args.backbone}): {num_params(model) / 1e6:.2f}M parameters "
@@ -195,8 +211,9 @@ def fit(run):
         if run.saver is None:
             return None
         path = run.saver.save_checkpoint(make_checkpoint(at, run.model, run.optimizer, vars(args), run.precision.scaler,
-                                                         run.distiller, run.warmup_optimizer, rng), is_best)
-        write_text_atomic(os.path.join(run.experiment_dir, "history.json"), json.dumps(at.history, indent=1))
+                                                         run.distiller, run.warmup_optimizer, rng, run.saver.home),
+                                         is_best)
+        run.saver.write_text("history.json", json.dumps(at.history, indent=1))
         return path
 
     log(f"Starting Epoch: {state.epoch}\nTotal Epoches: {args.epochs}")

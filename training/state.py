@@ -1,5 +1,6 @@
 """The run state: where a run is (epoch, iteration, the partial epoch's loss totals), its best mIoU, history and
 RNG states; what a checkpoint holds besides weights and optimizers, and what ``--resume`` restores."""
+import os
 import random
 from dataclasses import dataclass, field
 
@@ -8,7 +9,7 @@ import torch
 
 from distillation import METHODS
 from modeling import load_checkpoint
-from utils.saver import CheckpointError
+from utils.saver import CheckpointError, Home, load_file
 
 
 @dataclass
@@ -44,13 +45,17 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def make_checkpoint(state, model, optimizer, args, scaler, distiller=None, warmup_optimizer=None, rng=None):
+def make_checkpoint(state, model, optimizer, args, scaler, distiller=None, warmup_optimizer=None, rng=None,
+                    home=None):
     """Everything a run needs to go on exactly from ``state``.  ``rng``: every rank's RNG states (default: this
-    process's, as they are now); a checkpoint of several processes keeps them all (``rng_per_rank``)."""
+    process's, as they are now); a checkpoint of several processes keeps them all (``rng_per_rank``); ``home``:
+    the run's folder (:class:`utils.saver.Home`), where a ``--resume`` of it writes."""
     rng = rng or [get_rng_state()]
     ckpt = {"epoch": state.epoch, "iteration": state.iteration, "state_dict": model.state_dict(),
             "optimizer": optimizer.state_dict(), "best_pred": state.best_pred, "args": dict(args),
             "history": state.history, "rng": rng[0]}
+    if home is not None:
+        ckpt["home"] = home.record()
     if len(rng) > 1:
         ckpt["rng_per_rank"] = rng
     if state.partial is not None:
@@ -62,6 +67,59 @@ def make_checkpoint(state, model, optimizer, args, scaler, distiller=None, warmu
         if warmup_optimizer is not None:
             ckpt["warmup_optimizer"] = warmup_optimizer.state_dict()
     return ckpt
+
+
+def run_home(args, ckpt=None, log=print):
+    """The run folder this run writes to, whatever the working directory: a new experiment under ``--run-dir``
+    (default ``run``) / dataset / ``--checkname`` (default deeplab-<backbone>, attnfd-<backbone> for train_kd.py),
+    or, for a ``--resume`` (not ``--ft``), the run the checkpoint belongs to: the experiment folder it is in, else
+    the one it records.  A ``--run-dir`` or ``--checkname`` that names another run is refused with the way out."""
+    run_dir = args.run_dir or "run"
+    checkname = args.checkname or ("attnfd-" if args.kd else "deeplab-") + args.backbone
+    home = None if ckpt is None or args.ft else resumed_home(args.resume, ckpt)
+    if home is None:
+        if ckpt is not None and not args.ft:
+            log(f"note: --resume {args.resume} records no run folder (a published or older checkpoint): the run "
+                f"continues in a new experiment of {os.path.join(run_dir, args.dataset, checkname)}")
+        return Home(os.path.abspath(run_dir), args.dataset, checkname)
+    named = {"--run-dir": (args.run_dir, args.run_dir and os.path.join(args.run_dir, home.dataset, home.checkname)),
+             "--checkname": (args.checkname, args.checkname and os.path.join(home.run_dir, home.dataset,
+                                                                             args.checkname))}
+    for flag, (value, directory) in named.items():
+        if directory and os.path.realpath(directory) != os.path.realpath(home.directory):
+            raise CheckpointError(f"{flag} {value}: --resume {args.resume} continues the run in {home.experiment_dir}, "
+                                  f"and a resumed run writes only there: drop {flag}, or start a new run from its "
+                                  f"weights with --ft")
+    return home
+
+
+def position(ckpt):
+    return int(ckpt.get("epoch", 0)), int(ckpt.get("iteration", 0))
+
+
+def resumed_home(path, ckpt):
+    """The home of the run a ``--resume`` checkpoint belongs to: the experiment folder the file is (its
+    ``checkpoint.pth.tar``), else the home it records (a copy, or its ``model_best.pth.tar``) when that run is
+    there and not further on; None when it records none."""
+    home = Home.of_file(path)
+    if home is not None:
+        return home
+    home = Home.recorded(ckpt)
+    if home is None or home.experiment is None:
+        return None
+    if not os.path.isdir(home.experiment_dir):
+        raise CheckpointError(f"--resume {path} belongs to the run {home.experiment_dir}, which is not there; resume "
+                              f"from the checkpoint.pth.tar in that run's folder, or start a new run from its weights "
+                              f"with --ft")
+    own = os.path.join(home.experiment_dir, "checkpoint.pth.tar")
+    if os.path.isfile(own) and os.path.realpath(own) != os.path.realpath(path):
+        theirs = position(load_file(own, "--resume"))
+        if theirs > position(ckpt):
+            raise CheckpointError(f"--resume {path} is an earlier state (epoch {ckpt.get('epoch', 0)}) of the run in "
+                                  f"{home.experiment_dir}, which is at epoch {theirs[0]}: going on from it would "
+                                  f"replace that run's later work; resume from {own}, or start a new run from its "
+                                  f"weights with --ft")
+    return home
 
 
 def resume(ckpt, path, model, dataset, weights_only=False, optimizer=None, warmup_optimizer=None, distiller=None,

@@ -1,7 +1,8 @@
-"""A sweep cell's folder (``DIR/runs/<NAME>/seed<S>``, sweep.py): its result record, validated epochs, newest
-checkpoint, and setting a finished cell aside."""
+"""A sweep cell's folder (``DIR/runs/<NAME>/seed<S>``, sweep.py): its result record, the command that started
+it, validated epochs, newest checkpoint and whether its training finished, and setting a cell aside."""
 import json
 import os
+import shlex
 
 from utils.cli import UsageError
 
@@ -49,6 +50,37 @@ def finished(cmd, run_dir):
     if record is not None and record["cmd"] == cmd[1:]:
         return {**record, "skipped": True}
     return None
+
+
+def started_command(cell_json, log):
+    """The command (after the interpreter) that started a cell: its ``cell.json``, or for a cell of an older
+    sweep.py the first command line of its log (without the ``--resume`` it added); None when neither says."""
+    try:
+        with open(cell_json) as f:
+            record = json.load(f)
+        return list(record["cmd"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        with open(log, errors="replace") as f:
+            line = next((x for x in f if x.strip() and not x.startswith("# ")), "")
+        words = shlex.split(line)
+    except (OSError, ValueError):
+        return None
+    if "--resume" in words[-2:-1]:
+        words = words[:-2]
+    return words[1:] or None
+
+
+def finished_training(checkpoint):
+    """Whether the run of ``checkpoint`` trained all its epochs (its record may still be missing)."""
+    import torch
+
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        return int(ckpt.get("iteration", 0)) == 0 and int(ckpt["epoch"]) >= int(ckpt["args"]["epochs"])
+    except Exception:  # unreadable or without its epochs: not known to be finished
+        return False
 
 
 def set_aside(run_dir):

@@ -3,7 +3,6 @@ one way to turn a known error into ``error: <one line>`` with exit status 2 (nev
 import argparse
 import contextlib
 import math
-import os
 import sys
 
 
@@ -13,11 +12,33 @@ class UsageError(ValueError):
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose errors are one line (no usage block): 'error: ... (see --help)', exit 2; --help shows
-    the defaults."""
+    the defaults.  ``add_input`` / ``add_output`` declare what a flag names, for the output guard
+    (``utils.outputs``) and the test that points every output at every input (tests/test_outputs.py)."""
+
+    INPUT_KINDS = ("file", "files", "images", "folder", "dataset")  # files: nargs="+" of files
+    OUTPUT_KINDS = ("file", "folder", "prefix", "run")  # prefix: PREFIX.json/.md/.png; run: a run folder's root
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
+        self.inputs, self.outputs = {}, {}  # dest -> (flag, kind)
+
+    def add_input(self, *flags, kind="file", **kwargs):
+        assert kind in self.INPUT_KINDS, kind
+        action = self.add_argument(*flags, **kwargs)
+        self.inputs[action.dest] = (flags[0], kind)
+        return action
+
+    def add_output(self, *flags, kind="file", **kwargs):
+        assert kind in self.OUTPUT_KINDS, kind
+        action = self.add_argument(*flags, **kwargs)
+        self.outputs[action.dest] = (flags[0], kind)
+        return action
+
+    def add_overwrite(self):
+        self.add_argument("--overwrite", action="store_true",
+                          help="replace existing output files that this command did not write (an input is never "
+                               "replaced)")
 
     def error(self, message):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
@@ -30,8 +51,10 @@ def number(kind=float, low=None, high=None, low_open=False):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") \
-                from None
+            value = _integral(text) if kind is int else None  # 2e4: an integer in float notation
+            if value is None:
+                raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") \
+                    from None
         if kind is float and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if low is not None and (value <= low if low_open else value < low):
@@ -44,33 +67,13 @@ def number(kind=float, low=None, high=None, low_open=False):
     return parse
 
 
-def _same(a, b):
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
-def check_output_file(flag, path, inputs=()):
-    """Refuse, before anything runs, an output file that is a folder, lies in a folder that does not exist, or is
-    one of the ``inputs`` ((flag, path) pairs): a command never overwrites what it reads."""
-    if os.path.isdir(path):
-        raise UsageError(f"{flag} {path} is a folder; give a file name")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise UsageError(f"{flag} {path}: folder {folder} does not exist (create it first)")
-    for in_flag, in_path in inputs:
-        if in_path and _same(path, in_path):
-            raise UsageError(f"{flag} {path} is also {in_flag}: writing it would destroy the input; choose another "
-                             f"{flag}")
-
-
-def check_output_dir(flag, path, inputs=()):
-    """Refuse an output folder that is a file, or that is (or holds directly) one of the ``inputs`` ((flag, path)
-    pairs): outputs written beside inputs could replace them."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UsageError(f"{flag} {path} is a file; give a folder")
-    for in_flag, in_path in inputs:
-        if in_path and (_same(path, in_path) or _same(path, os.path.dirname(os.path.abspath(in_path)))):
-            raise UsageError(f"{flag} {path} holds the input {in_path} ({in_flag}); write the outputs to another "
-                             f"folder")
+def _integral(text):
+    """The integer a float-notation ``text`` spells (``2e4``), else None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if math.isfinite(value) and value.is_integer() else None
 
 
 def one_line(e):

@@ -114,3 +114,13 @@ def default_workers():
     except AttributeError:  # not Linux
         n = os.cpu_count() or 1
     return max(1, min(8, n))
+
+
+def device_memory(cuda=False, index=0):
+    """Bytes of memory of the training device: the GPU's, or this machine's RAM (None where unknown)."""
+    if cuda:
+        return torch.cuda.get_device_properties(index).total_memory
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

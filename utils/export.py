@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from modeling.layers import any_input_size
-from utils.saver import atomic_write
+from utils.outputs import STAMP_FILE
 
 FORMATS = ("onnx", "pt2", "torchscript")
 
@@ -15,10 +15,11 @@ class ExportError(RuntimeError):
     """The export cannot be made or checked; the message says what to do."""
 
 
-def export_onnx(model, path, opset=18, example_size=(1, 3, 257, 257)):
-    """ONNX with dynamic batch, height and width (the legacy TorchScript-based exporter: it needs only onnx)."""
+def export_onnx(model, path, opset=18, example_size=(1, 3, 257, 257), stamp=None):
+    """ONNX with dynamic batch, height and width (the legacy TorchScript-based exporter: it needs only onnx);
+    ``stamp``: the metadata property ``written_by``."""
     try:
-        import onnx  # noqa: F401
+        import onnx
     except ImportError:
         raise ExportError("--format onnx needs the onnx package: pip install -r requirements-export.txt") from None
     x = torch.randn(*example_size)
@@ -27,32 +28,39 @@ def export_onnx(model, path, opset=18, example_size=(1, 3, 257, 257)):
         torch.onnx.export(model, (x,), path, input_names=["image"], output_names=["logits"], opset_version=opset,
                           dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
                                         "logits": {0: "batch", 2: "height", 3: "width"}}, dynamo=False)
+    if stamp:
+        exported = onnx.load(path)
+        exported.metadata_props.add(key="written_by", value=stamp)
+        onnx.save(exported, path)
 
 
-def export_program(model, path, example_size=(2, 3, 257, 257)):
+def export_program(model, path, example_size=(2, 3, 257, 257), stamp=None):
     """A ``torch.export`` program (.pt2, what torch 2.x deploys through AOTInductor / ExecuTorch) with dynamic
     batch, height and width (an example batch of 2: a size of 1 would be specialised)."""
     dynamic = {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
     with any_input_size(), torch.no_grad():
         program = torch.export.export(model, (torch.randn(*example_size),), dynamic_shapes=(dynamic,))
-    torch.export.save(program, path)
+    torch.export.save(program, path, extra_files={STAMP_FILE: stamp} if stamp else None)
 
 
-def export_torchscript(model, path, example_size=(1, 3, 257, 257)):
+def export_torchscript(model, path, example_size=(1, 3, 257, 257), stamp=None):
     """A traced TorchScript module; sizes are traced as operations, so any input size works.  Deprecated in
     torch 2.14 in favour of torch.export, still what the C++ and mobile TorchScript runtimes load."""
     with any_input_size(), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.jit.save(torch.jit.trace(model, torch.randn(*example_size), check_trace=False), path)
+        torch.jit.save(torch.jit.trace(model, torch.randn(*example_size), check_trace=False), path,
+                       _extra_files={STAMP_FILE: stamp} if stamp else None)
 
 
-def export(model, fmt, output, opset=18):
-    """Write ``output`` in format ``fmt``, atomically (a temporary file beside it, renamed when complete)."""
+def export(model, fmt, output, outputs, opset=18):
+    """Write ``output`` in format ``fmt`` through the output guard ``outputs`` (atomically, stamped)."""
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    write = {"onnx": lambda tmp: export_onnx(model, tmp, opset), "pt2": lambda tmp: export_program(model, tmp),
-             "torchscript": lambda tmp: export_torchscript(model, tmp)}[fmt]
-    atomic_write(output, write)
+    mark = outputs.stamp
+    write = {"onnx": lambda tmp: export_onnx(model, tmp, opset, stamp=mark),
+             "pt2": lambda tmp: export_program(model, tmp, stamp=mark),
+             "torchscript": lambda tmp: export_torchscript(model, tmp, stamp=mark)}[fmt]
+    outputs.write_with(output, write)
 
 
 def runner(fmt, path):

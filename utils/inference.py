@@ -128,14 +128,14 @@ def evaluate(model, loader, num_classes, precision, scales=(1.0,), flip=False, c
     return Evaluation(metrics, int(distributed.sum_over_ranks(torch.tensor(n, device=device))), first)
 
 
-def write_mask(path, label, palette):
-    """``label`` (H x W class ids) as a palette PNG: the ids are the pixel values, ``palette`` their colours."""
+def mask_image(label, palette):
+    """``label`` (H x W class ids) as a palette image: the ids are the pixel values, ``palette`` their colours."""
     mask = Image.fromarray(np.asarray(label, dtype=np.uint8), mode="P")
     mask.putpalette(palette.flatten().tolist())
-    mask.save(path)
+    return mask
 
 
-def write_overlay(path, rgb, label, palette, alpha=0.5):
-    """The image blended with the colours of ``label`` (``alpha``: the colours' weight), as an RGB PNG."""
+def overlay_image(rgb, label, palette, alpha=0.5):
+    """The image blended with the colours of ``label`` (``alpha``: the colours' weight), as an RGB image."""
     overlay = (1 - alpha) * np.asarray(rgb, dtype=np.float64) + alpha * palette[np.asarray(label, dtype=np.int64)]
-    Image.fromarray(overlay.astype(np.uint8)).save(path)
+    return Image.fromarray(overlay.astype(np.uint8))

@@ -10,50 +10,49 @@ import glob
 import numbers
 import os
 import shutil
-import tempfile
+from dataclasses import asdict, dataclass
 
 import torch
+
+from utils.outputs import atomic_write, copy_atomic, write_text_atomic  # noqa: F401  (the project's writers)
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names it."""
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+class _WriteErrors:
+    """A binary file whose failed writes are remembered: torch.save reports them as "unexpected pos"."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self):
+        self.f.flush()
 
 
-def atomic_write(path, write):
-    """Write ``path`` through ``write(tmp)`` on a temporary file in the same folder, then os.replace.  The file
-    gets the mode a plain ``open`` would give it (mkstemp's are private to their owner)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix="tmp-",
-                               suffix="-" + os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def torch_save(obj, path):
+    """``torch.save`` to ``path``; a failed write (a full disk) raises the OSError that says so."""
+    with open(path, "wb") as f:
+        out = _WriteErrors(f)
+        try:
+            torch.save(obj, out)
+            f.flush()
+        except RuntimeError:
+            if out.error is not None:
+                raise out.error from None
+            raise
 
 
 def save_atomic(obj, path):
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def copy_atomic(src, dst):
-    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
-
-
-def write_text_atomic(path, text):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: torch_save(obj, tmp))
 
 
 def load_file(path, flag="--resume"):
@@ -94,13 +93,17 @@ def checkpoint_problem(ckpt):
     if "state_dict" not in ckpt:
         return None
     kinds = {"args": dict, "optimizer": dict, "warmup_optimizer": dict, "scaler": dict, "rng": dict,
-             "history": list, "partial": (list, tuple), "rng_per_rank": list, "epoch": numbers.Integral,
+             "history": list, "partial": (list, tuple), "rng_per_rank": list, "home": dict, "epoch": numbers.Integral,
              "iteration": numbers.Integral, "best_pred": numbers.Real}
     for key, kind in kinds.items():
         if key in ckpt and (not isinstance(ckpt[key], kind) or isinstance(ckpt[key], bool)):
             return f"its {key} is a {type(ckpt[key]).__name__}"
     if "connectors" in ckpt and not _tensors(ckpt["connectors"]):
         return "its connectors are not a mapping of names to tensors"
+    home = ckpt.get("home")
+    if home is not None and (set(home) - {"experiment"} != {"run_dir", "dataset", "checkname"}
+                             or not all(isinstance(v, str) for v in home.values())):
+        return "its home (the run folder it records) is malformed"
     if min(ckpt.get("epoch", 0), ckpt.get("iteration", 0)) < 0:
         return "its epoch or iteration is negative"
     for key in ("optimizer", "warmup_optimizer"):
@@ -121,20 +124,60 @@ def experiment_id(path):
         return -1
 
 
-class Saver:
-    """The run folder ``run_dir/dataset/checkname/experiment_<k>`` (a new k, or ``experiment_dir`` to continue
-    one), created and checked to be writable at once."""
+@dataclass(frozen=True)
+class Home:
+    """Where a run lives: ``run_dir/dataset/checkname/experiment`` (``experiment`` None: a new
+    ``experiment_<k>``, chosen when the Saver makes it).  Every checkpoint records it (``record``), and a
+    ``--resume`` writes only there."""
+    run_dir: str
+    dataset: str
+    checkname: str
+    experiment: str = None
 
-    def __init__(self, run_dir, dataset, checkname, experiment_dir=None):
-        self.directory = os.path.join(run_dir, dataset, checkname)
+    @property
+    def directory(self):
+        return os.path.join(self.run_dir, self.dataset, self.checkname)
+
+    @property
+    def experiment_dir(self):
+        return os.path.join(self.directory, self.experiment) if self.experiment else None
+
+    def record(self):
+        return {k: os.path.abspath(v) if k == "run_dir" else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def of_file(cls, path):
+        """The home of a run folder's own ``checkpoint.pth.tar`` (from where the file is), else None."""
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.basename(path) != "checkpoint.pth.tar" or not os.path.basename(folder).startswith("experiment_"):
+            return None
+        checkname = os.path.dirname(folder)
+        dataset = os.path.dirname(checkname)
+        return cls(os.path.dirname(dataset), os.path.basename(dataset), os.path.basename(checkname),
+                   os.path.basename(folder))
+
+    @classmethod
+    def recorded(cls, ckpt):
+        """The home a checkpoint records, or None (a published or older checkpoint)."""
+        home = ckpt.get("home")
+        return cls(**home) if isinstance(home, dict) else None
+
+
+class Saver:
+    """The run folder of ``home`` (a new ``experiment_<k>``, or the home's own experiment to continue it),
+    made and checked to be writable at once; every file goes through the output guard ``outputs``."""
+
+    def __init__(self, home, outputs):
+        self.directory = home.directory
         self.runs = sorted(glob.glob(os.path.join(self.directory, "experiment_*")), key=experiment_id)
-        if experiment_dir is None:
+        if home.experiment is None:
             run_id = experiment_id(self.runs[-1]) + 1 if self.runs else 0
-            experiment_dir = os.path.join(self.directory, f"experiment_{run_id}")
-        self.experiment_dir = experiment_dir
+            home = Home(home.run_dir, home.dataset, home.checkname, f"experiment_{run_id}")
+        self.home, self.outputs = home, outputs
+        self.experiment_dir = home.experiment_dir
         self.made = []  # the folders this Saver created, outermost first (what discard() may remove)
         self.saved = False
-        missing = os.path.abspath(experiment_dir)
+        missing = os.path.abspath(self.experiment_dir)
         while not os.path.exists(missing):
             self.made.insert(0, missing)
             missing = os.path.dirname(missing)
@@ -144,23 +187,27 @@ class Saver:
             open(probe, "w").close()
             os.remove(probe)
         except OSError as e:
+            self.discard()
             raise CheckpointError(f"--run-dir: cannot write the run directory {self.experiment_dir}: "
                                   f"{e.strerror or e} (choose a writable --run-dir)") from None
 
     def save_checkpoint(self, state, is_best, filename="checkpoint.pth.tar"):
         """Write the latest state; when ``is_best``, record best_pred and update model_best."""
         path = os.path.join(self.experiment_dir, filename)
-        self.saved = True  # from now on the experiment folder holds a run's work
+        had = os.path.isfile(path)
         try:
-            save_atomic(state, path)
-        except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+            self.outputs.write_with(path, lambda tmp: torch_save(state, tmp))
+        except (OSError, RuntimeError) as e:  # torch.save may report a failed write as RuntimeError
             why = getattr(e, "strerror", None) or str(e).strip().splitlines()[0]
+            kept = "the previous checkpoint there is intact" if had else "nothing was saved"
             raise CheckpointError(f"cannot write checkpoint {path}: {why} (free disk space or choose another "
-                                  f"--run-dir; the previous checkpoint there is intact)") from None
+                                  f"--run-dir; {kept})") from None
+        self.saved = True  # from now on the experiment folder holds a run's work
         if not is_best:
             return path
         best_pred = state["best_pred"]
-        write_text_atomic(os.path.join(self.experiment_dir, "best_pred.txt"), str(best_pred))
+        self.outputs.write_with(os.path.join(self.experiment_dir, "best_pred.txt"),
+                                lambda tmp: _write_text(tmp, str(best_pred)))
         previous = []
         for run in self.runs:
             if os.path.abspath(run) == os.path.abspath(self.experiment_dir):
@@ -171,21 +218,31 @@ class Saver:
             except (OSError, ValueError):
                 pass
         if not previous or best_pred > max(previous):
-            copy_atomic(path, os.path.join(self.directory, "model_best.pth.tar"))
+            self.outputs.write_with(os.path.join(self.directory, "model_best.pth.tar"),
+                                    lambda tmp: shutil.copyfile(path, tmp))
         return path
+
+    def write_text(self, name, text):
+        """A text file of the experiment folder (history.json, parameters.txt), atomically."""
+        return self.outputs.write_with(os.path.join(self.experiment_dir, name), lambda tmp: _write_text(tmp, text))
 
     def discard(self):
         """Remove what this Saver created when its run ends before its first checkpoint (a bad input found
-        mid-start, a non-finite first loss): no half-made experiment is left behind.  A continued experiment,
-        or one with a checkpoint, is never touched."""
+        mid-start, a non-finite first loss, a stop): no half-made experiment is left behind.  A continued
+        experiment, or one with a checkpoint, is never touched."""
         if self.saved or not self.made:
             return
         shutil.rmtree(self.made[-1], ignore_errors=True)
         for folder in reversed(self.made[:-1]):
             with contextlib.suppress(OSError):
                 os.rmdir(folder)  # only when empty
+        self.made = []
 
     def save_experiment_config(self, config):
         """parameters.txt: one ``key:value`` line per entry of ``config`` (the run's arguments), sorted."""
-        write_text_atomic(os.path.join(self.experiment_dir, "parameters.txt"),
-                          "".join(f"{k}:{v}\n" for k, v in sorted(config.items())))
+        self.write_text("parameters.txt", "".join(f"{k}:{v}\n" for k, v in sorted(config.items())))
+
+
+def _write_text(path, text):
+    with open(path, "w") as f:
+        f.write(text)

@@ -2,15 +2,18 @@
 import os
 
 import torch
+from PIL import Image
 from tensorboardX import SummaryWriter
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
 from dataloaders.utils import decode_seg_map_sequence, denormalize
 
 
 class TensorboardSummary:
-    def __init__(self, directory):
-        self.directory = directory
+    """The run's tensorboard writer in ``directory``; its PNGs go through the output guard ``outputs``."""
+
+    def __init__(self, directory, outputs=None):
+        self.directory, self.outputs = directory, outputs
 
     def create_summary(self):
         return SummaryWriter(logdir=self.directory)
@@ -23,7 +26,7 @@ class TensorboardSummary:
                           decode_seg_map_sequence(pred, dataset)])
         grid = make_grid(rows, nrow=len(image), padding=2)
         writer.add_image("Image_GT_Prediction", grid, global_step)
-        if png_dir:
-            os.makedirs(png_dir, exist_ok=True)
-            save_image(grid, os.path.join(png_dir, f"epoch_{global_step:03d}.png"))
+        if png_dir and self.outputs is not None:
+            picture = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()  # as save_image
+            self.outputs.write_png(os.path.join(png_dir, f"epoch_{global_step:03d}.png"), Image.fromarray(picture))
         return grid

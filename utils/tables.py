@@ -52,7 +52,8 @@ def table(result):
         got = result["runs"][name]
         ok = {s: v for s, v in got.items() if v is not None}
         last = {s: v for s, v in final.get(name, {}).items() if v is not None}
-        per_seed = " ".join("fail" if s in result["failed"].get(name, {}) else
+        stopped = (result.get("stopped") or {}).get(name, {})
+        per_seed = " ".join("fail" if s in result["failed"].get(name, {}) else "stop" if s in stopped else
                             ("-" if got.get(s) is None else f"{100 * got[s]:.2f}") for s in map(str, result["seeds"]))
         mean = "-" if not ok else "{:.2f} ± {:.2f}".format(*(100 * x for x in stats(list(ok.values()))))
         mean_final = "-" if not last else "{:.2f} ± {:.2f}".format(*(100 * x for x in stats(list(last.values()))))
@@ -81,10 +82,13 @@ def table(result):
     lines += [f"- `{n}`: `{c}`" for n, c in result["commands"].items()]
     for name, fails in result["failed"].items():
         lines += [f"- FAILED `{name}` seed {s}: {why}" for s, why in fails.items()]
+    for name, stops in (result.get("stopped") or {}).items():
+        lines += [f"- STOPPED `{name}` seed {s}: {why}" for s, why in stops.items()]
     return "\n".join(lines) + "\n"
 
 
-def plot(result, path):
+def plot(result):
+    """The per-seed best mIoU of every run, as a matplotlib figure (the caller saves and closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,5 +112,4 @@ def plot(result, path):
     ax.set_title("per-seed best val mIoU (bar: mean)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..images import InputError, read_rgb
+from ..images import InputError, read_rgb, upright
 
 IGNORE_INDEX = 255
 
@@ -30,13 +30,15 @@ def read_list(path, what, hint):
 
 
 def read_label(path):
-    """Class indices from a palette/greyscale PNG, or an SBD ``cls/*.mat`` (GTcls.Segmentation)."""
+    """Class indices from a palette/greyscale PNG (as shown: EXIF orientation applied), or an SBD ``cls/*.mat``
+    (GTcls.Segmentation)."""
     try:
         if path.endswith(".mat"):
             import scipy.io  # SBD only: inference never needs scipy
 
             return np.asarray(scipy.io.loadmat(path)["GTcls"][0]["Segmentation"][0]).astype(np.uint8)
-        with Image.open(path) as im:
+        with Image.open(path) as stored:
+            im = upright(stored)
             if im.mode not in ("P", "L", "I", "I;16"):
                 raise DatasetError(f"label {path} is a {im.mode} image; expected a palette or greyscale PNG of "
                                    f"class indices")

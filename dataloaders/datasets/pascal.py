@@ -9,13 +9,14 @@ import os
 
 from mypath import Path
 
-from .base import DatasetError, SegmentationDataset, read_list, require_dir
+from .base import IGNORE_INDEX, DatasetError, SegmentationDataset, read_list, require_dir
 from .registry import register_dataset
 
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
                "tvmonitor")
 HINT = "edit mypath.py or set ATTNFD_{}_ROOT"
+MAX_CLASSES = IGNORE_INDEX  # ids 0..254
 
 
 def voc_ids(root, split, name="pascal"):
@@ -44,8 +45,9 @@ def read_class_names(root, default):
     if not os.path.isfile(path):
         return default
     names = read_list(path, "classes", "one class name per line")
-    if len(names) < 2:
-        raise DatasetError(f"{path} lists {len(names)} classes; at least 2 are needed")
+    if not 2 <= len(names) <= MAX_CLASSES:
+        raise DatasetError(f"{path} lists {len(names)} classes; give 2 to {MAX_CLASSES} (8-bit label PNGs hold ids "
+                           f"0-255, and 255 marks ignored pixels)")
     return tuple(names)
 
 
