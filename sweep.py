@@ -375,44 +375,42 @@ def check_inputs(args):
 
 def guard(args, cells):
     """The sweep's output guard: its folder and table files against every row's inputs (teachers, dataset roots).
-    The cells' folders are its own (``plan`` refuses one it did not make), and so are its logs and tables, stamped
-    or written by an earlier sweep.py."""
+    The cells' folders are its own (``plan`` refuses one it did not make; their files are stamped as records), and
+    so are its logs and tables, stamped or written by an earlier sweep.py."""
     outputs = Outputs("sweep.py", args.overwrite)
     for training in args.trainings.values():
         outputs.reads_dataset(training.dataset, training.use_sbd)
         outputs.reads("--teacher_path", getattr(training, "teacher_path", None))
     logs = [c.log for c in cells]
-    outputs.writes_folder("--out", args.out, [os.path.relpath(log, args.out) for log in logs if not sweep_log(log)])
-    outputs.writes_run("--out", os.path.join(args.out, "runs"))
+    outputs.writes_folder("--out", args.out, [os.path.relpath(log, args.out) for log in logs], role="log")
+    outputs.writes_run("--out", os.path.join(args.out, "runs"), role="record")
     prefix = tables_prefix(args)
     tables = [prefix + ext for ext in (".json", ".md", ".png")]
-    earlier = sweep_table(tables[0])
     outputs.writes_folder("--table" if args.table is not None else "--out", os.path.dirname(prefix) or ".",
-                          [] if earlier else [os.path.basename(t) for t in tables])
-    outputs.check()
-    for path in logs + (tables if earlier else []):
-        outputs.owns(path)
-    return outputs
+                          [os.path.basename(t) for t in tables], role="--table")
+    for path in [log for log in logs if sweep_log(log)] + (tables if sweep_table(tables[0]) else []):
+        outputs.owns(path, "log" if path.endswith(".log") else "--table")  # written by an older sweep.py
+    return outputs.check()
 
 
 def sweep_log(path):
-    """Whether ``path`` is a cell's log of an earlier sweep.py (stamped, or starting with its command)."""
+    """Whether ``path`` is a cell's log of an older sweep.py (unstamped, starting with its command)."""
     try:
         with open(path, errors="replace") as f:
             first = f.readline()
     except OSError:
         return False
-    return first.startswith("# attnfd sweep.py") or any(os.path.basename(w) in SCRIPTS for w in first.split()[:4])
+    return any(os.path.basename(w) in SCRIPTS for w in first.split()[:4])
 
 
 def sweep_table(path):
-    """Whether ``path`` is the JSON table of an earlier sweep.py (then its .md and .png are too)."""
+    """Whether ``path`` is the JSON table of an older sweep.py (unstamped; then its .md and .png are too)."""
     try:
         with open(path) as f:
             obj = json.load(f)
     except (OSError, ValueError):
         return False
-    return isinstance(obj, dict) and {"runs", "commands", "seeds"} <= set(obj)
+    return isinstance(obj, dict) and "written_by" not in obj and {"runs", "commands", "seeds"} <= set(obj)
 
 
 def main(args):

@@ -24,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from distillation import METHODS, build_distiller  # noqa: E402
 from modeling import DeepLab  # noqa: E402
+from modeling.backbone import BACKBONES  # noqa: E402
 from training import SGD, train_step  # noqa: E402
 from utils.cli import ArgumentParser, cli_main, number  # noqa: E402
 from utils.device import Precision  # noqa: E402
@@ -37,8 +38,8 @@ COUNT, POSITIVE = number(int, 0), number(int, 1)
 
 def get_args_parser():
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--student", default="resnet18")
-    p.add_argument("--teacher", default="resnet101")
+    p.add_argument("--student", default="resnet18", choices=sorted(BACKBONES))
+    p.add_argument("--teacher", default="resnet101", choices=sorted(BACKBONES))
     p.add_argument("--crop", type=number(int, 32), default=513)
     p.add_argument("--batch-size", type=POSITIVE, default=6)
     p.add_argument("--classes", type=number(int, 2), default=21)

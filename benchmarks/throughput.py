@@ -22,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from dataloaders.synthetic import generate  # noqa: E402
 from modeling import DeepLab  # noqa: E402
+from modeling.backbone import BACKBONES  # noqa: E402
 from utils.cli import ArgumentParser, cli_main, number  # noqa: E402
 from utils.device import default_workers  # noqa: E402
 from utils.outputs import Outputs  # noqa: E402
@@ -39,7 +40,7 @@ def get_args_parser():
     p.add_argument("--size", type=POSITIVE, default=513, help="image side and crop")
     p.add_argument("--images", type=POSITIVE, default=None, help="train images (default 96 on CUDA, 24 on CPU)")
     p.add_argument("--batch-size", type=POSITIVE, default=6)
-    p.add_argument("--student", default="resnet18")
+    p.add_argument("--student", default="resnet18", choices=sorted(BACKBONES))
     p.add_argument("--workers", type=COUNT, default=default_workers())
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--scripts", nargs="+", default=["train.py", "train_kd.py"], choices=["train.py", "train_kd.py"])

@@ -98,7 +98,7 @@ def generate(out, n_train=160, n_val=40, size=64, seed=0, difficulty="easy", ove
     root = os.path.join(out, "VOC2012")
     outputs = Outputs(COMMAND, overwrite)
     marker = os.path.join(root, "synthetic.json")
-    if os.path.isdir(root) and os.listdir(root) and written_by(marker) != stamp(COMMAND) and not overwrite:
+    if os.path.isdir(root) and os.listdir(root) and written_by(marker) != stamp(COMMAND, "--out") and not overwrite:
         raise UsageError(f"--out {out}: {root} holds files that dataloaders.synthetic did not write (a real dataset?); "
                          f"choose another --out, or add --overwrite")
     outputs.writes_run("--out", root).check()

@@ -67,8 +67,27 @@ def work(tmp_path_factory):
     corrupt = tmp / "corrupt" / "runs" / "a" / "seed1"
     corrupt.mkdir(parents=True)
     (corrupt / "result.json").write_text("{ not json")
+    # [15/18]: another run's home, an earlier copy of its checkpoint, a copy whose run is gone, 300 classes
+    home = {"run_dir": str(tmp / "runs"), "dataset": "synthetic", "checkname": "deeplab-resnet18",
+            "experiment": "experiment_0"}
+    exp = tmp / "runs" / "synthetic" / "deeplab-resnet18" / "experiment_0"
+    exp.mkdir(parents=True)
+    torch.save({"state_dict": r18, "args": {**args, "kd": False}, "epoch": 1, "home": home}, exp / "checkpoint.pth.tar")
+    (tmp / "runs" / "synthetic" / "victim").mkdir()
+    (tmp / "runs" / "synthetic" / "victim" / "model_best.pth.tar").write_bytes(b"another run's best model")
+    torch.save({"state_dict": r18, "args": {**args, "kd": False}, "epoch": 0, "home": home}, f / "earlier_copy.pth")
+    torch.save({"state_dict": r18, "args": {**args, "kd": False}, "epoch": 0,
+                "home": {**home, "run_dir": str(tmp / "gone")}}, f / "orphan.pth")
+    many = generate(tmp / "many", n_train=8, n_val=2, size=32, seed=0)
+    (Path(many) / "classes.txt").write_text("\n".join(f"class {i}" for i in range(300)) + "\n")
+    (tmp / "real" / "VOC2012" / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (tmp / "real" / "VOC2012" / "ImageSets" / "Segmentation" / "train.txt").write_text("2007_000032\n")
     env = dict(os.environ, ATTNFD_SYNTHETIC_ROOT=root, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return tmp, f, root, broken, env
+
+
+def exp_ckpt(tmp):
+    return tmp / "runs" / "synthetic" / "deeplab-resnet18" / "experiment_0" / "checkpoint.pth.tar"
 
 
 def cases(tmp, f, root, broken):
@@ -80,18 +99,18 @@ def cases(tmp, f, root, broken):
     return [
         # data loss
         ("predict into its input folder", "predict.py", ["--checkpoint", ckpt, "--input", str(f / "photos"),
-                                                         "--output", str(f / "photos")], "holds the input", {}),
+                                                         "--output", str(f / "photos")], "is --input", {}),
         ("attention maps into the input folder", "attention_maps.py", ["--student", ckpt, "--teacher", ckpt,
-         "--input", str(f / "photos"), "--output", str(f / "photos")], "holds the input", {}),
+         "--input", str(f / "photos"), "--output", str(f / "photos")], "is --input", {}),
         ("export over its checkpoint", "export.py", ["--checkpoint", ckpt, "--format", "pt2", "--output", ckpt],
          "is also --checkpoint", {}),
         ("eval --json over the checkpoint", "eval.py", ["--checkpoint", ckpt, "--dataset", "synthetic",
                                                         "--json", ckpt, "--no-cuda"], "is also --checkpoint", {}),
         ("eval --save-vis into the dataset", "eval.py", ["--checkpoint", ckpt, "--dataset", "synthetic", "--no-cuda",
                                                          "--save-vis", str(Path(root) / "JPEGImages")],
-         "holds the input", {}),
-        ("sweep over a finished cell of another command", "sweep.py", [*sweep, "train.py --lr -1"],
-         "finished in", {}),
+         "lies inside --dataset synthetic's root", {}),
+        ("sweep over a finished cell of another command", "sweep.py", [*sweep, "train.py --lr 0.2"],
+         "finished or started with another command", {}),
         # silently wrong
         ("train.py resumes a distillation", "train.py", [*kd, "--resume", str(f / "kd.pth")],
          "was written by train_kd.py", {}),
@@ -145,7 +164,7 @@ def cases(tmp, f, root, broken):
         ("--resume of another dataset", "train.py", [*kd, "--resume", str(f / "pascal.pth")],
          "was trained on pascal, not --dataset synthetic", {}),
         ("an unwritable --run-dir", "train.py", [*kd, "--run-dir", str(f / "a-file" / "run")],
-         "cannot write the run directory", {}),
+         "is a file, not a folder", {}),
         ("an absent GPU", "train.py", [a for a in kd if a != "--no-cuda"] + ["--gpu-ids", "7"],
          "--gpu-ids 7: this machine has", {}),
         ("a batch the split cannot fill", "train.py", [*kd, "--batch-size", "16"], "the train split has only 8", {}),
@@ -160,6 +179,41 @@ def cases(tmp, f, root, broken):
         ("--checkname out of --run-dir", "train.py", [*kd, "--checkname", "../../escape"], "plain folder name", {}),
         ("--start_epoch past --epochs", "train.py", [*kd, "--start_epoch", "1"], "nothing to train", {}),
         ("a broken image found in epoch 0", "train.py", [*kd], "unreadable image", {"ATTNFD_SYNTHETIC_ROOT": broken}),
+        # [15/18]: the data loss, silently wrong and traceback classes of the round-3 probe
+        ("a resume into another run's folder", "train.py", [*DATA, "--backbone", "resnet18", "--epochs", "3",
+                                                             "--checkname", "victim", "--resume", str(exp_ckpt(tmp))],
+         "--checkname victim: --resume", {}),
+        ("a resume under another --run-dir", "train.py", [*kd, "--epochs", "3", "--resume", str(exp_ckpt(tmp))],
+         "a resumed run writes only there", {}),
+        ("a resume of an earlier copy", "train.py", [*DATA, "--backbone", "resnet18", "--epochs", "3", "--resume",
+                                                     str(f / "earlier_copy.pth")], "is an earlier state", {}),
+        ("a resume of a copy whose run is gone", "train.py", [*DATA, "--backbone", "resnet18", "--resume",
+                                                              str(f / "orphan.pth")], "which is not there", {}),
+        ("probe_taps over the dataset's class list", "probe_taps.py", ["--checkpoint", ckpt, "--output",
+                                                                        str(Path(root) / "classes.txt")],
+         "lies inside --dataset synthetic's root", {}),
+        ("300 classes in classes.txt", "train.py", kd, "lists 300 classes; give 2 to 255",
+         {"ATTNFD_SYNTHETIC_ROOT": str(tmp / "many" / "VOC2012")}),
+        ("--cirkd_pool 1.9", "train_kd.py", [*kd, "--teacher_path", ckpt, "--cirkd_lambda", "1", "--cirkd_pool", "1.9"],
+         "is not an integer", {}),
+        ("--cirkd_pool 1000", "train_kd.py", [*kd, "--teacher_path", ckpt, "--cirkd_lambda", "1", "--cirkd_pool",
+                                              "1000"], "the mini-batch term is always 0", {}),
+        ("--cirkd_pixel_memory 1", "train_kd.py", [*kd, "--teacher_path", ckpt, "--cirkd_lambda", "1",
+                                                   "--cirkd_pixel_memory", "1"], "give at least 64", {}),
+        ("--cirkd_pixel_memory 1e12", "train_kd.py", [*kd, "--teacher_path", ckpt, "--cirkd_lambda", "1",
+                                                      "--cirkd_pixel_memory", "1e12"], "GiB", {}),
+        ("a method on whose terms are all 0", "train_kd.py", [*kd, "--teacher_path", ckpt, "--dist_lambda", "1",
+                                                              "--dist_beta", "0", "--dist_gamma", "0"],
+         "would contribute nothing", {}),
+        ("a benchmark of a missing checkpoint", "benchmarks/cost.py", ["--models", str(tmp / "missing.pth"), "--reps",
+                                                                       "0", "--device", "cpu"], "no checkpoint at", {}),
+        ("a benchmark writing into no folder", "benchmarks/step_time.py", ["--device", "cpu", "--json",
+                                                                           str(tmp / "nowhere" / "st.json")],
+         "does not exist", {}),
+        ("a row flag repeated among the common ones", "sweep.py", [*sweep, "train.py --lr 0.1", "--", "--lr", "0.2"],
+         "the common args set it too", {}),
+        ("the synthetic data over a real dataset", "dataloaders.synthetic", ["--out", str(tmp / "real")],
+         "did not write", {}),
     ]
 
 
@@ -197,7 +251,7 @@ def main_of(script):
             with one_line_errors():
                 sweep.main(sweep.parse(argv))
         return run
-    module = importlib.import_module(script[:-3])
+    module = importlib.import_module(script.removesuffix(".py").replace("/", "."))
     return lambda argv: module.main(module.get_args_parser().parse_args(argv))
 
 
@@ -233,7 +287,7 @@ def test_every_bad_input_is_one_line_exit_2_and_changes_nothing(work, monkeypatc
     assert not failures, "\n".join(failures)
     assert checksums(tmp) == before  # nothing changed, nothing deleted, no half-made run folder left
     assert not (tmp / "run").exists() and not (tmp / "out").exists() and not (tmp / "g").exists()
-    assert len(results) == len(table) >= 35  # the table above, not an accidentally empty one
+    assert len(results) == len(table) >= 56  # the table above, not an accidentally empty one
 
 
 PARSERS = {

@@ -13,8 +13,10 @@ import torch.nn.functional as F
 
 from distillation import (
     CIRKD,
+    AfDCD,
     ClassMemory,
     LabelAssistedTeacher,
+    RunFacts,
     build_distiller,
     contrastive_loss,
     label_input,
@@ -224,8 +226,26 @@ def test_afdcd_weights_per_dataset_mask_and_small_maps():
     torch.testing.assert_close(method.project(x), method.projector(aligned))  # no mask in eval
     for size in (3, 5):  # maps smaller than a pooled 4x4 patch still give a finite loss
         assert math.isfinite(contrastive_loss(torch.randn(1, 16, size, size), torch.randn(1, 16, size, size), 4))
-    with pytest.raises(ValueError, match="mask_ratio"):
-        build_distiller(student, teacher, {"afdcd": {**values, "mask_ratio": 1.0}})
+    facts = RunFacts(crop_size=64, batch_size=4)
+    assert AfDCD.check(values, facts) is None
+    assert "--afdcd_mask_ratio 1.0: give a share in [0, 1)" in AfDCD.check({**values, "mask_ratio": 1.0}, facts)
+    assert "would contribute nothing" in AfDCD.check({**values, "kd": 0, "contrast": 0, "mimic": 0}, facts)
+
+
+def test_cirkd_values_are_checked_against_what_they_mean():
+    """A pool that leaves a 1 x 1 map (the mini-batch term exactly 0), queues shorter than one step's entries
+    (a crash in the first step), queues that cannot fit in memory, all terms at 0: refused before the run."""
+    values = {h.name: h.value for h in CIRKD.hyper}
+    facts = RunFacts(crop_size=64, batch_size=4, num_classes=7, memory=8 * 2 ** 30)
+    assert CIRKD.check(values, facts) is None
+    assert "decoder tap is 16 x 16" in CIRKD.check({**values, "pool": 16}, facts)
+    assert CIRKD.check({**values, "pool": 15}, facts) is None  # 2 x 2 after pooling
+    assert CIRKD.check({**values, "pool": 16, "minibatch": 0}, facts) is None  # the term it would zero is off
+    assert "give at least 64" in CIRKD.check({**values, "pixel_memory": 63}, facts)
+    assert "give at least 4" in CIRKD.check({**values, "region_memory": 3}, facts)
+    assert "GiB" in CIRKD.check({**values, "pixel_memory": 10 ** 7}, facts)
+    assert "contribute nothing" in CIRKD.check({**values, "kd": 0, "minibatch": 0, "memory_pixel": 0,
+                                                "memory_region": 0}, facts)
 
 
 # ---- LAD ----------------------------------------------------------------------------------------------------

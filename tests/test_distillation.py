@@ -257,16 +257,18 @@ def test_train_kd_defaults_are_the_ones_the_study_chose():
     ([], False, 2, False, dict(batch_size=6, lr=0.007)),           # CPU processes split one batch of 6
 ])
 def test_resolve_args_applies_the_reference_rules(argv, kd, world, cuda, expected):
-    """Epochs and lr per dataset, lr = dataset lr / 6 x global batch, checkname from the backbone; a pure
-    function of the flags and the world size: the parsed namespace is left as it was."""
+    """Epochs and lr per dataset, lr = dataset lr / 6 x global batch, checkname from the backbone (the run's home);
+    a pure function of the flags and the world size: the parsed namespace is left as it was."""
     from training import get_args_parser, resolve_args
+    from training.state import run_home
 
     parsed = get_args_parser(kd).parse_args(argv)
     before = dict(vars(parsed))
     a = resolve_args(parsed, kd, world=world, cuda=cuda, gpu_count=world if cuda else 0)
     assert vars(parsed) == before
     for k, v in expected.items():
-        assert getattr(a, k) == pytest.approx(v) if isinstance(v, float) else getattr(a, k) == v, k
+        got = run_home(a).checkname if k == "checkname" else getattr(a, k)
+        assert got == pytest.approx(v) if isinstance(v, float) else got == v, k
 
 
 @pytest.mark.parametrize("argv,world,message", [

@@ -1,8 +1,10 @@
 """sweep.py and attention_maps.py: the real CLIs on a tiny generated dataset, plus the table arithmetic."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,9 +32,15 @@ def test_sweep_writes_the_tables_reports_failures_skips_finished_runs_and_attent
     root = generate(tmp_path / "data", n_train=8, n_val=2, size=32, seed=0)
     env = dict(os.environ, ATTNFD_SYNTHETIC_ROOT=root, PYTHONUNBUFFERED="1")
     teacher = save_random_checkpoint(tmp_path / "teacher.pth.tar", "resnet18")
+    save_random_checkpoint(tmp_path / "five-classes.pth.tar", "resnet18", num_classes=5)
+    # a teacher that is not there is refused before anything trains
+    missing = ["--run", "broken", "train_kd.py --teacher_path missing-teacher.pth.tar"]
+    p = cli("sweep.py", "--out", "sw", "--seeds", "1", *missing, "--", *COMMON, env=env, cwd=tmp_path)
+    assert p.returncode == 2 and "missing-teacher.pth.tar: no checkpoint there" in p.stderr
+    assert not (tmp_path / "sw").exists()
     runs = ["--run", "baseline", "train.py --backbone resnet18",
             "--run", "attnfd", f"train_kd.py --backbone resnet18 --teacher_path {teacher}",
-            "--run", "broken", "train_kd.py --teacher_path missing-teacher.pth.tar"]
+            "--run", "broken", "train_kd.py --teacher_path five-classes.pth.tar"]  # found when the run starts
     p = cli("sweep.py", "--out", "sw", "--seeds", "1", "2", "--jobs", "2", *runs, "--", *COMMON, env=env, cwd=tmp_path)
     assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]  # a failed run makes the sweep fail
 
@@ -45,7 +53,7 @@ def test_sweep_writes_the_tables_reports_failures_skips_finished_runs_and_attent
         history = json.loads(next((out / "runs" / name / "seed1").rglob("history.json")).read_text())
         assert result["runs"][name]["1"] == pytest.approx(max(h["val"]["mIoU"] for h in history))
     assert result["runs"]["broken"] == {"1": None, "2": None}
-    assert set(result["failed"]) == {"broken"} and "missing-teacher.pth.tar" in result["failed"]["broken"]["1"]
+    assert set(result["failed"]) == {"broken"} and "five-classes.pth.tar" in result["failed"]["broken"]["1"]
     assert result["commands"]["attnfd"].startswith("train_kd.py") and "--epochs 1" in result["common"]
     # the seed and the run folder are set per run
     args = json.loads((next((out / "runs" / "attnfd" / "seed2").rglob("result.json"))).read_text())["cmd"]
@@ -231,17 +239,51 @@ def test_paper_sh_dry_run_prints_the_papers_grid():
 
 
 @pytest.mark.slow
-def test_resume_continues_a_stopped_cell_from_its_checkpoint(tmp_path):
+def test_sigterm_saves_and_records_every_training_and_resume_goes_on_under_the_same_command_only(tmp_path):
+    """A scheduler's SIGTERM to the sweep alone: passed on to both trainings, which save; the sweep records them as
+    stopped and exits 143 without a traceback.  ``--resume`` refuses a changed command, its dry run shows the
+    ``--resume`` it will add, it finishes both cells, and a finished cell whose record was lost is recorded from
+    its checkpoint without training."""
     root = generate(tmp_path / "data", n_train=4, n_val=2, size=32, seed=0)
     env = dict(os.environ, ATTNFD_SYNTHETIC_ROOT=root, PYTHONUNBUFFERED="1")
-    grid = ["--out", str(tmp_path / "s"), "--seeds", "1", "--run", "a", "train.py --backbone resnet18"]
-    p = cli("sweep.py", *grid, "--", *COMMON, env=env, cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
-    cell = tmp_path / "s" / "runs" / "a" / "seed1"
-    (cell / "result.json").unlink()  # as if the run had been stopped after its first epoch
-    p = cli("sweep.py", *grid, "--resume", "--", *COMMON[:-1], "2", env=env, cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
-    log = (tmp_path / "s" / "logs" / "a-seed1.log").read_text()
-    assert "--resume" in log and "Resumed" in log and "at epoch 1" in log
-    assert json.loads((cell / "result.json").read_text())["cmd"][-1] == str(cell)  # the cell's own command
-    assert len(list(cell.rglob("experiment_*"))) == 1  # the same experiment went on
+    grid = ["--out", str(tmp_path / "s"), "--seeds", "1", "2", "--jobs", "2", "--run", "a",
+            "train.py --backbone resnet18"]
+    common = [*COMMON[:-1], "12"]
+    p = subprocess.Popen([sys.executable, str(ROOT / "sweep.py"), *grid, "--", *common], cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cells = [tmp_path / "s" / "runs" / "a" / f"seed{seed}" for seed in (1, 2)]
+    deadline = time.time() + 300
+    while not all(list(c.rglob("checkpoint.pth.tar")) for c in cells) and time.time() < deadline:
+        time.sleep(0.1)  # both trainings are past their first epoch
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-2000:]
+    result = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert set(result["stopped"]["a"]) == {"1", "2"} and all("saved" in v for v in result["stopped"]["a"].values())
+    for seed in (1, 2):
+        log = (tmp_path / "s" / "logs" / f"a-seed{seed}.log").read_text()
+        assert "Stopped by SIGTERM" in log  # each training saved and stopped itself: none runs on unsupervised
+    assert not any((c / "result.json").exists() for c in cells)
+    assert "STOPPED `a` seed 1" in (tmp_path / "s" / "results.md").read_text()
+
+    before = {c: sorted(str(x) for x in c.rglob("*")) for c in cells}
+    changed = cli("sweep.py", *grid, "--resume", "--", *COMMON[:-1], "13", env=env, cwd=tmp_path)
+    assert changed.returncode == 2 and "started with another command" in changed.stderr
+    assert {c: sorted(str(x) for x in c.rglob("*")) for c in cells} == before
+    dry = cli("sweep.py", *grid, "--resume", "--dry-run", "--", *common, env=env, cwd=tmp_path)
+    launched = [line for line in dry.stdout.splitlines() if not line.startswith("#")]
+    assert len(launched) == 2 and all("--resume" in line and "checkpoint.pth.tar" in line for line in launched)
+
+    p = cli("sweep.py", *grid, "--resume", "--", *common, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    for seed, cell in zip((1, 2), cells):
+        log = (tmp_path / "s" / "logs" / f"a-seed{seed}.log").read_text()
+        assert "Resumed" in log and json.loads((cell / "result.json").read_text())["cmd"][-1] == str(cell)
+        assert len(list(cell.rglob("experiment_*"))) == 1  # the same experiment went on
+    best = json.loads((cells[0] / "result.json").read_text())["best_mIoU"]
+
+    (cells[0] / "result.json").unlink()  # the sweep was killed between the training's end and its record
+    p = cli("sweep.py", *grid, "--resume", "--", *common, env=env, cwd=tmp_path)
+    assert p.returncode == 0 and "a seed 1: mIoU" in p.stdout and "recorded from its checkpoint" in p.stdout
+    assert json.loads((cells[0] / "result.json").read_text())["best_mIoU"] == best
+    assert (tmp_path / "s" / "logs" / "a-seed1.log").read_text().count("Resumed") == 1  # nothing trained again

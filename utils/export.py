@@ -56,7 +56,7 @@ def export(model, fmt, output, outputs, opset=18):
     """Write ``output`` in format ``fmt`` through the output guard ``outputs`` (atomically, stamped)."""
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    mark = outputs.stamp
+    mark = outputs.stamp_for(output)
     write = {"onnx": lambda tmp: export_onnx(model, tmp, opset, stamp=mark),
              "pt2": lambda tmp: export_program(model, tmp, stamp=mark),
              "torchscript": lambda tmp: export_torchscript(model, tmp, stamp=mark)}[fmt]

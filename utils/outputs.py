@@ -8,10 +8,11 @@ folder); ``check()`` then refuses, with one line naming the flag (exit status 2)
 * a file where a folder is expected or a folder where a file is; a file whose folder does not exist;
 * an existing file that this command did not write, unless ``--overwrite``.
 
-"This command wrote it" is read from a stamp the writers put in every file (``attnfd <command>``): a JSON
-object's ``written_by``, a PNG text chunk, a line of a Markdown or log file, an entry of a .pt2 / TorchScript
-archive, an ONNX metadata property.  So rerunning a command over its own outputs needs no flag, and a user's
-file that happens to sit where an output goes is never replaced without one.
+"This command wrote it" is read from a stamp the writers put in every file (``attnfd <command> <role>``, the role
+being the flag it was written for): a JSON object's ``written_by``, a PNG text chunk, a line of a Markdown or log
+file, an entry of a .pt2 / TorchScript archive, an ONNX metadata property.  So rerunning a command over its own
+outputs needs no flag, while a user's file, another command's, or this command's written for another role (a
+sweep's records are not its tables) is never replaced without one.
 
 The writers (``write_json``, ``write_text``, ``write_png``, ``write_figure``, ``write_with``) write only declared
 paths, atomically (a temporary file beside the target, then ``os.replace``), with the mode a plain ``open`` gives
@@ -29,8 +30,9 @@ from utils.cli import UsageError
 STAMP_FILE = "attnfd.txt"  # the entry that stamps a .pt2 / TorchScript archive
 
 
-def stamp(command):
-    return f"attnfd {command}"
+def stamp(command, role):
+    """What a file written by ``command`` as ``role`` (its flag, e.g. ``--json``) carries."""
+    return f"attnfd {command} {role}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -130,11 +132,11 @@ class Outputs:
         self.command, self.overwrite = command, overwrite
         self.inputs = {}    # real path -> what (files)
         self.trees = []     # (what, real path): folders whose every file is an input
-        self.files = []     # (flag, path): output files
-        self.folders = []   # (flag, path, {name: path of each file planned in it})
-        self.runs = []      # (flag, run folder, files the run may replace there)
-        self.allowed = set()  # real paths the writers may write
-        self.allowed_dirs = []  # real paths of folders under which any file may be written
+        self.files = []     # (flag, path, role, its folder must exist): output files
+        self.folders = []   # (flag, path): output folders
+        self.areas = []     # (flag, folder, files it may replace, role): folders whose files are the command's own
+        self.allowed = {}   # real path -> role: the files the writers may write
+        self.allowed_dirs = []  # (real path, role): folders under which any file may be written
         self.checked = False
 
     @classmethod
@@ -186,27 +188,31 @@ class Outputs:
                 self.reads(f"--dataset {name}'s root" if dataset == name else "the SBD root", root, tree=True)
         return self
 
-    def writes(self, flag, path):
-        """An output file."""
+    def writes(self, flag, path, role=None, folder_exists=True):
+        """An output file (``role``: what its stamp names; default the flag)."""
         if path:
-            self.files.append((flag, path))
+            self.files.append((flag, path, role or flag.split()[0], folder_exists))
         return self
 
-    def writes_folder(self, flag, path, names=()):
+    def writes_folder(self, flag, path, names=(), role=None):
         """An output folder and the files (names relative to it) planned in it."""
         if path:
-            self.folders.append((flag, path, {n: os.path.join(path, n) for n in names}))
+            self.folders.append((flag, path))
+            for name in names:
+                self.writes(f"{flag} ({name})", os.path.join(path, name), role or flag, folder_exists=False)
         return self
 
-    def writes_run(self, flag, directory, replaces=()):
-        """A run folder of this project (``run/<dataset>/<checkname>``): it must not be or lie in an input, and
-        the files it may replace (``model_best.pth.tar``) must not be inputs.  Its own files are the Saver's."""
-        self.runs.append((flag, directory, list(replaces)))
+    def writes_run(self, flag, directory, replaces=(), role=None):
+        """A folder whose files are all this command's own (a run folder ``run/<dataset>/<checkname>``, a sweep's
+        cells): it must not be or lie in an input, and the files it may replace there (``model_best.pth.tar``)
+        must not be inputs.  What is in it is not checked file by file."""
+        self.areas.append((flag, directory, list(replaces), role or flag))
         return self
 
-    def owns(self, path):
-        """A file the command has found to be its own (an earlier run's record): it may be written."""
-        self.allowed.add(_real(path))
+    def owns(self, path, role):
+        """A file the command has found to be its own (an earlier version's record, unstamped): it may be
+        written, as ``role``."""
+        self.allowed[_real(path)] = role
         return self
 
     # -- the check ---------------------------------------------------------------------------------------------
@@ -227,24 +233,34 @@ class Outputs:
                              f"{flag.split()[0]}")
         raise UsageError(f"{flag} {path} lies inside {what} {inp}, which this command reads; write outside it")
 
-    def _check_file(self, flag, path, folder_exists=True):
+    def _check_file(self, flag, path, role, folder_exists):
         if os.path.isdir(path):
             raise UsageError(f"{flag} {path} is a folder; give a file name")
+        self._refuse_file_above(flag, path)
         self._refuse_input(flag, path)
         folder = os.path.dirname(os.path.abspath(path))
         if folder_exists and not os.path.isdir(folder):
             raise UsageError(f"{flag} {path}: folder {folder} does not exist (create it first)")
-        if os.path.lexists(path) and not self.overwrite:
+        if os.path.lexists(path) and not self.overwrite and self.allowed.get(_real(path)) != role:
             if os.path.islink(path) or not os.path.isfile(path):
                 raise UsageError(f"{flag} {path} exists and is not a regular file; choose another path")
-            if written_by(path) != stamp(self.command):
-                raise UsageError(f"{flag} {path} exists and was not written by {self.command}; choose another path, "
-                                 f"or add --overwrite to replace it")
-        self.allowed.add(_real(path))
+            if written_by(path) != stamp(self.command, role):
+                raise UsageError(f"{flag} {path} exists and was not written by {self.command} {role}; choose another "
+                                 f"path, or add --overwrite to replace it")
+
+    @staticmethod
+    def _refuse_file_above(flag, path):
+        """A path under a file cannot be made."""
+        above = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(above) and os.path.dirname(above) != above:
+            above = os.path.dirname(above)
+        if not os.path.isdir(above):
+            raise UsageError(f"{flag} {path}: {above} is a file, not a folder; choose another path")
 
     def _check_folder(self, flag, path):
         if os.path.exists(path) and not os.path.isdir(path):
             raise UsageError(f"{flag} {path} is a file; give a folder")
+        self._refuse_file_above(flag, path)
         hit = self._input_of(path)
         if hit is not None:
             what, inp = hit
@@ -254,73 +270,83 @@ class Outputs:
 
     def check(self):
         """Refuse (UsageError, one line) the first output that breaks a rule; before any work is done."""
-        for flag, path in self.files:
-            self._check_file(flag, path)
-        for flag, path, planned in self.folders:
+        for flag, path in self.folders:
             self._check_folder(flag, path)
-            for name, file in planned.items():
-                self._check_file(f"{flag} ({name})", file, folder_exists=False)
-        for flag, directory, replaces in self.runs:
+        for flag, directory, replaces, _ in self.areas:
             self._check_folder(flag, directory)
             for file in replaces:
                 self._refuse_input(f"{flag} ({os.path.basename(file)})", file)
-            self.allowed_dirs.append(_real(directory))
+        seen = {}
+        for flag, path, role, folder_exists in self.files:
+            self._check_file(flag, path, role, folder_exists)
+            real = _real(path)
+            if seen.get(real, (flag,))[0] != flag:
+                raise UsageError(f"{flag} {path} is also {seen[real][0]}: one command would write it twice; choose "
+                                 f"another {flag.split()[0]}")
+            seen[real] = (flag, role)
+        self.allowed.update({real: role for real, (_, role) in seen.items()})
+        self.allowed_dirs += [(_real(directory), role) for _, directory, _, role in self.areas]
         self.checked = True
         return self
 
     # -- writers -----------------------------------------------------------------------------------------------
-    @property
-    def stamp(self):
-        return stamp(self.command)
-
-    def _target(self, path):
+    def _role(self, path):
+        """The role ``path`` was declared for (the writers write nothing else), its folder made."""
         real = _real(path)
-        if not self.checked or not (real in self.allowed or any(_inside(real, d) for d in self.allowed_dirs)):
+        role = self.allowed.get(real) if self.checked else None
+        role = role or next((r for d, r in self.allowed_dirs if _inside(real, d)), None)
+        if role is None:
             raise RuntimeError(f"{self.command} writes {path}, which it did not declare to its output guard")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        return path
+        return role
 
     def write_with(self, path, write):
-        """``write(tmp)`` makes the file; it lands at ``path`` atomically."""
-        atomic_write(self._target(path), write)
+        """``write(tmp)`` makes the file; it lands at ``path`` atomically (unstamped: a format without a stamp,
+        or one the caller stamps itself with ``stamp_for(path)``)."""
+        self._role(path)
+        atomic_write(path, write)
         return path
+
+    def stamp_for(self, path):
+        return stamp(self.command, self._role(path))
 
     def write_text(self, path, text):
         """A text file, stamped: a trailing HTML comment in Markdown, a leading ``#`` line otherwise."""
-        mark = stamp(self.command)
+        mark = self.stamp_for(path)
         body = text.rstrip("\n") + f"\n<!-- {mark} -->\n" if path.endswith(".md") else f"# {mark}\n{text}"
         return self.write_with(path, lambda tmp: _write(tmp, body))
 
     def write_json(self, path, obj):
         """A JSON object, stamped with ``written_by``."""
-        return self.write_with(path, lambda tmp: _write(tmp, json.dumps({"written_by": stamp(self.command), **obj},
-                                                                         indent=1)))
+        mark = self.stamp_for(path)
+        return self.write_with(path, lambda tmp: _write(tmp, json.dumps({"written_by": mark, **obj}, indent=1)))
 
     def write_png(self, path, image):
         """A PIL image as PNG, stamped in a text chunk."""
         from PIL import PngImagePlugin
 
         info = PngImagePlugin.PngInfo()
-        info.add_text("Software", stamp(self.command))
+        info.add_text("Software", self.stamp_for(path))
         return self.write_with(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
 
     def write_figure(self, path, fig, **kwargs):
         """A matplotlib figure as PNG, stamped; the figure is closed."""
         import matplotlib.pyplot as plt
 
+        mark = self.stamp_for(path)
         try:
-            return self.write_with(path, lambda tmp: fig.savefig(tmp, format="png",
-                                                                 metadata={"Software": stamp(self.command)}, **kwargs))
+            return self.write_with(path, lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": mark},
+                                                                 **kwargs))
         finally:
             plt.close(fig)
 
     def open_log(self, path, append=False):
         """A log that grows while a job runs (not atomic: it is read while it is written); a new one starts with
         its stamp line."""
-        self._target(path)
+        mark = self.stamp_for(path)
         f = open(path, "a" if append else "w")
         if not append or f.tell() == 0:
-            f.write(f"# {stamp(self.command)}\n")
+            f.write(f"# {mark}\n")
         return f
 
 
