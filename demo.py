@@ -22,8 +22,8 @@ from dataloaders import build_dataset, class_names  # noqa: E402
 from dataloaders.synthetic import generate  # noqa: E402
 from dataloaders.utils import decode_segmap, denormalize, get_palette  # noqa: E402
 from modeling import num_params  # noqa: E402
-from training import get_args_parser, main  # noqa: E402
-from utils.cli import ArgumentParser, number, one_line_errors  # noqa: E402
+from training import get_args_parser, main, resolve_args  # noqa: E402
+from utils.cli import ArgumentParser, UsageError, number, one_line_errors  # noqa: E402
 from utils.device import Precision, cpu_has_native_bf16  # noqa: E402
 from utils.outputs import Outputs  # noqa: E402
 
@@ -71,6 +71,17 @@ def train(script_args, kd=False):
     return run, time.time() - start
 
 
+def check_commands(commands, d, cuda):
+    """UsageError (one line) for a value any of the demo's three trainings would refuse, and for a train split
+    smaller than a batch."""
+    for name, argv in commands.items():
+        kd = name.startswith("AttnFD")
+        resolve_args(get_args_parser(kd).parse_args(argv), kd, cuda=cuda)
+    batch = max(d.teacher_batch_size, d.batch_size)
+    if d.n_train < batch:
+        raise UsageError(f"--n-train {d.n_train}: a batch of {batch} needs at least {batch} train images")
+
+
 def main_demo(d):
     started = time.time()
     outputs = Outputs.from_args(get_demo_parser(), d, "demo.py").writes_folder("--out", d.out, OUTPUTS).check()
@@ -81,26 +92,29 @@ def main_demo(d):
     print(f"Demo precision: {Precision(device, d.amp).describe()}"
           + ("" if d.amp else " (--amp: only pays off on GPUs and CPUs with native bf16)"))
     root = os.path.join(d.out, "data", "VOC2012")
-    if not os.path.isfile(os.path.join(root, "ImageSets", "Segmentation", "val.txt")):
-        print(f"Generating the synthetic dataset in {root} ...")
-        generate(os.path.join(d.out, "data"), d.n_train, d.n_val, d.size, d.data_seed, overwrite=d.overwrite)
-    os.environ["ATTNFD_SYNTHETIC_ROOT"] = root
     common = ["--dataset", "synthetic", "--base-size", str(d.size), "--crop-size", str(d.size),
               "--workers", str(d.workers), "--no-pretrained", "--run-dir", os.path.join(d.out, "run"),
               "--seed", str(d.seed)] + (["--no-cuda"] if d.no_cuda else []) + (["--amp"] if d.amp else [])
     common += (["--fused-sgd"] + (["--channels-last"] if d.amp else [])) if d.fast else []
     student = ["--batch-size", str(d.batch_size), "--lr", str(d.lr), *common]
+    commands = {
+        "teacher (ResNet-101)": ["--backbone", "resnet101", "--epochs", str(d.teacher_epochs), "--batch-size",
+                                 str(d.teacher_batch_size), "--lr", str(d.teacher_lr), "--eval-interval",
+                                 str(d.teacher_eval_interval), "--checkname", "demo-teacher", *common],
+        "baseline (ResNet-18)": ["--backbone", "resnet18", "--epochs", str(d.student_epochs), "--checkname",
+                                 "demo-baseline", *student],
+        "AttnFD (ResNet-18)": ["--backbone", "resnet18", "--epochs", str(d.student_epochs), "--checkname",
+                               "demo-attnfd", "--attn_lambda", str(d.attn_lambda), *student]}
+    check_commands(commands, d, cuda)  # every run's values, before the data or anything else is written
+    if not os.path.isfile(os.path.join(root, "ImageSets", "Segmentation", "val.txt")):
+        print(f"Generating the synthetic dataset in {root} ...")
+        generate(os.path.join(d.out, "data"), d.n_train, d.n_val, d.size, d.data_seed, overwrite=d.overwrite)
+    os.environ["ATTNFD_SYNTHETIC_ROOT"] = root
     runs = {}
-    runs["teacher (ResNet-101)"] = train(["--backbone", "resnet101", "--epochs", str(d.teacher_epochs),
-                                          "--batch-size", str(d.teacher_batch_size), "--lr", str(d.teacher_lr),
-                                          "--eval-interval", str(d.teacher_eval_interval),
-                                          "--checkname", "demo-teacher", *common])
+    runs["teacher (ResNet-101)"] = train(commands["teacher (ResNet-101)"])
     teacher_ckpt = os.path.join(runs["teacher (ResNet-101)"][0].experiment_dir, "checkpoint.pth.tar")
-    runs["baseline (ResNet-18)"] = train(["--backbone", "resnet18", "--epochs", str(d.student_epochs),
-                                          "--checkname", "demo-baseline", *student])
-    runs["AttnFD (ResNet-18)"] = train(["--backbone", "resnet18", "--epochs", str(d.student_epochs),
-                                        "--checkname", "demo-attnfd", "--teacher_path", teacher_ckpt,
-                                        "--attn_lambda", str(d.attn_lambda), *student], kd=True)
+    runs["baseline (ResNet-18)"] = train(commands["baseline (ResNet-18)"])
+    runs["AttnFD (ResNet-18)"] = train([*commands["AttnFD (ResNet-18)"], "--teacher_path", teacher_ckpt], kd=True)
 
     results = {}
     for name, (run, secs) in runs.items():

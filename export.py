@@ -15,11 +15,13 @@ import os
 import sys
 
 from modeling.backbone import BACKBONES
-from utils.cli import ArgumentParser, number, one_line_errors
+from utils.cli import ArgumentParser, UsageError, number, one_line_errors
 from utils.export import FORMATS, ExportError, export, parity
 from utils.inference import load_model
 from utils.outputs import Outputs
 from utils.saver import CheckpointError
+
+MIN_SIZE = 32  # the deepest features of a DeepLab at output stride 16 are at least 2 x 2
 
 
 def get_args_parser():
@@ -43,6 +45,10 @@ def get_args_parser():
 
 def main(args):
     with one_line_errors(CheckpointError, ExportError):
+        small = [s for s in args.check_size or [] if min(s[1:]) < MIN_SIZE]
+        if small:
+            raise UsageError(f"--check-size {' '.join(map(str, small[0]))}: height and width must be at least "
+                             f"{MIN_SIZE} (2 x the largest output stride)")
         outputs = Outputs.from_args(get_args_parser(), args, "export.py").check()  # before the model load
         model, _, _ = load_model(args.checkpoint, "--checkpoint", args.backbone, args.out_stride)
         export(model, args.format, args.output, outputs, args.opset)

@@ -127,6 +127,11 @@ def parse(argv=None):
     for flag in RESERVED:
         if any(w == flag or w.startswith(flag + "=") for n, c in args.run for w in split(n, c) + common):
             raise UsageError(f"{flag} is set by sweep.py for each run; remove it from the run/common args")
+    if args.launcher is not None:
+        launcher = split("--launcher", args.launcher)
+        if not launcher or shutil.which(launcher[0]) is None:
+            raise UsageError(f"--launcher {args.launcher!r}: {launcher[0] if launcher else 'no command'} is not a "
+                             f"command found on PATH")
     args.trainings = {name: training_args(name, split(name, command), common) for name, command in args.run}
     return args
 
@@ -294,7 +299,10 @@ def train_one(args, cell, env, outputs, supervisor):
     with outputs.open_log(cell.log, append=cell.action == "resume") as f:
         f.write(shlex.join(cell.launched) + "\n")
         f.flush()
-        child = supervisor.start(cell.launched, stdout=f, stderr=subprocess.STDOUT, cwd=os.getcwd(), env=env)
+        try:
+            child = supervisor.start(cell.launched, stdout=f, stderr=subprocess.STDOUT, cwd=os.getcwd(), env=env)
+        except OSError as e:  # the launcher vanished, a full process table ...
+            return {"cmd": cell.cmd[1:], "returncode": -1, "log": cell.log, "error": f"cannot start it: {e}"}
         if child is None:
             return None
         rc = supervisor.wait(child)
@@ -377,6 +385,10 @@ def guard(args, cells):
     """The sweep's output guard: its folder and table files against every row's inputs (teachers, dataset roots).
     The cells' folders are its own (``plan`` refuses one it did not make; their files are stamped as records), and
     so are its logs and tables, stamped or written by an earlier sweep.py."""
+    cells_dir = os.path.realpath(os.path.join(args.out, "runs"))
+    if os.path.realpath(tables_prefix(args)).startswith(cells_dir + os.sep):
+        raise UsageError(f"--table {args.table} lies inside {cells_dir}, where the cells and their records are; write "
+                         f"the tables elsewhere")
     outputs = Outputs("sweep.py", args.overwrite)
     for training in args.trainings.values():
         outputs.reads_dataset(training.dataset, training.use_sbd)

@@ -41,7 +41,7 @@ def get_args_parser():
     p.add_argument("--student", default="resnet18", choices=sorted(BACKBONES))
     p.add_argument("--teacher", default="resnet101", choices=sorted(BACKBONES))
     p.add_argument("--crop", type=number(int, 32), default=513)
-    p.add_argument("--batch-size", type=POSITIVE, default=6)
+    p.add_argument("--batch-size", type=number(int, 2), default=6, help="at least 2 (BatchNorm in train mode)")
     p.add_argument("--classes", type=number(int, 2), default=21)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true", help="as train_kd.py --amp")

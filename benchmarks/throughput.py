@@ -23,7 +23,7 @@ sys.path.insert(0, ROOT)
 from dataloaders.synthetic import generate  # noqa: E402
 from modeling import DeepLab  # noqa: E402
 from modeling.backbone import BACKBONES  # noqa: E402
-from utils.cli import ArgumentParser, cli_main, number  # noqa: E402
+from utils.cli import ArgumentParser, UsageError, cli_main, number  # noqa: E402
 from utils.device import default_workers  # noqa: E402
 from utils.outputs import Outputs  # noqa: E402
 from utils.saver import save_atomic  # noqa: E402
@@ -39,7 +39,7 @@ def get_args_parser():
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=POSITIVE, default=513, help="image side and crop")
     p.add_argument("--images", type=POSITIVE, default=None, help="train images (default 96 on CUDA, 24 on CPU)")
-    p.add_argument("--batch-size", type=POSITIVE, default=6)
+    p.add_argument("--batch-size", type=number(int, 2), default=6, help="at least 2, at most --images")
     p.add_argument("--student", default="resnet18", choices=sorted(BACKBONES))
     p.add_argument("--workers", type=COUNT, default=default_workers())
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
@@ -61,6 +61,9 @@ def run(a):
     outputs.check()
     cuda = torch.cuda.is_available() and not a.no_cuda
     n = a.images or (96 if cuda else 24)
+    if a.batch_size > n:
+        raise UsageError(f"--batch-size {a.batch_size} is more than the {n} --images of the epoch; give more --images "
+                         f"or a smaller --batch-size")
     work = a.work or tempfile.mkdtemp(prefix="attnfd-throughput-")
     data = os.path.join(work, "data")
     if not os.path.isdir(os.path.join(data, "VOC2012")):

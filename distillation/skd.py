@@ -35,8 +35,15 @@ def skd_pairwise_loss(s, t, pool_scale=0.5):
 class SKD(Method):
     name, title = "skd", "SKD"
     hyper = (Hyper("weight", "skd_lambda", 0.0, "SKD pairwise weight (run script: 0.5); 0 = off", paper=0.5, low=0),
-             Hyper("pool_scale", "skd_pool_scale", 0.5, "SKD node size as a fraction of the feature", low=0,
-                   low_open=True))
+             Hyper("pool_scale", "skd_pool_scale", 0.5, "SKD node size as a fraction of the feature, below 1",
+                   low=0, low_open=True))
+
+    @classmethod
+    def check(cls, values, facts):
+        if values["pool_scale"] >= 1:
+            return (f"--skd_pool_scale {values['pool_scale']}: at 1 or more the feature pools to a single node and the "
+                    f"pairwise term is always 0; give a fraction below 1")
+        return super().check(values, facts)
 
     def forward(self, student, teacher, warmup=False):
         return {"skd": self.weight * skd_pairwise_loss(student.taps["decoder"], teacher.taps["decoder"],

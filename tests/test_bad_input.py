@@ -214,6 +214,23 @@ def cases(tmp, f, root, broken):
          "the common args set it too", {}),
         ("the synthetic data over a real dataset", "dataloaders.synthetic", ["--out", str(tmp / "real")],
          "did not write", {}),
+        # found by the follow-up probe of [15/18] (the closing note's table)
+        ("a batch of one", "train.py", [*kd, "--batch-size", "1"], "needs at least 2 images", {}),
+        ("--skd_pool_scale 5", "train_kd.py", [*kd, "--teacher_path", ckpt, "--skd_lambda", "1", "--skd_pool_scale",
+                                               "5"], "the pairwise term is always 0", {}),
+        ("export --check-size 1 3 3", "export.py", ["--checkpoint", ckpt, "--format", "pt2", "--output",
+                                                    str(tmp / "x.pt2"), "--check-size", "1", "3", "3"],
+         "must be at least 32", {}),
+        ("sweep --launcher not a command", "sweep.py", [*sweep, "train.py", "--launcher", "no-such-command"],
+         "not a command found on PATH", {}),
+        ("sweep --table among the cells", "sweep.py", [*sweep, "train.py", "--report-only", "--table",
+                                                       str(tmp / "sweep" / "runs" / "a" / "seed2" / "t")],
+         "where the cells and their records are", {}),
+        ("throughput: a batch larger than its images", "benchmarks/throughput.py", [
+            "--no-cuda", "--images", "1", "--batch-size", "6", "--work", str(tmp / "g")], "more than the 1 --images",
+         {}),
+        ("the demo's crop too small (before its data)", "demo.py", ["--out", str(tmp / "g"), "--size", "8",
+                                                                     "--no-cuda"], "--crop-size 8 is too small", {}),
     ]
 
 
@@ -244,6 +261,13 @@ def main_of(script):
         from training import get_args_parser, main
         kd = script == "train_kd.py"
         return lambda argv: main(get_args_parser(kd).parse_args(argv), kd=kd)
+    if script == "demo.py":
+        import demo
+
+        def run_demo(argv):
+            with one_line_errors():
+                demo.main_demo(demo.get_demo_parser().parse_args(argv))
+        return run_demo
     if script == "sweep.py":
         import sweep
 
@@ -287,7 +311,7 @@ def test_every_bad_input_is_one_line_exit_2_and_changes_nothing(work, monkeypatc
     assert not failures, "\n".join(failures)
     assert checksums(tmp) == before  # nothing changed, nothing deleted, no half-made run folder left
     assert not (tmp / "run").exists() and not (tmp / "out").exists() and not (tmp / "g").exists()
-    assert len(results) == len(table) >= 56  # the table above, not an accidentally empty one
+    assert len(results) == len(table) >= 63  # the table above, not an accidentally empty one
 
 
 PARSERS = {
@@ -299,6 +323,7 @@ PARSERS = {
     "sweep.py": lambda: __import__("sweep").get_args_parser(),
     "demo.py": lambda: __import__("demo").get_demo_parser(),
     "synthetic": lambda: __import__("dataloaders.synthetic", fromlist=["x"]).get_args_parser(),
+    "step_time": lambda: __import__("benchmarks.step_time", fromlist=["x"]).get_args_parser(),
 }
 NEED = {"eval.py": ["--checkpoint", "c"], "predict.py": ["--checkpoint", "c", "--input", "i", "--output", "o"],
         "export.py": ["--checkpoint", "c", "--format", "pt2", "--output", "o"],
@@ -312,6 +337,11 @@ NEED = {"eval.py": ["--checkpoint", "c"], "predict.py": ["--checkpoint", "c", "-
     ("train.py", ["--lr", "-1"], "argument --lr"),
     ("train.py", ["--lr", "nan"], "not a finite number"),
     ("train.py", ["--lr", "inf"], "not a finite number"),
+    ("train.py", ["--lr", "1e300"], "must be at most 10"),
+    ("train.py", ["--base-size", "1"], "must be at least 2"),
+    ("train.py", ["--run-dir", ""], "an empty path"),
+    ("predict.py", ["--output", ""], "an empty path"),
+    ("sweep.py", ["--out", ""], "an empty path"),
     ("train.py", ["--workers", "-1"], "argument --workers"),
     ("train.py", ["--base-size", "0"], "argument --base-size"),
     ("train.py", ["--epochs", "0"], "argument --epochs"),
@@ -326,6 +356,7 @@ NEED = {"eval.py": ["--checkpoint", "c"], "predict.py": ["--checkpoint", "c", "-
     ("eval.py", ["--scales", "0"], "argument --scales"),
     ("eval.py", ["--max-vis", "-1"], "argument --max-vis"),
     ("predict.py", ["--batch-size", "0"], "argument --batch-size"),
+    ("step_time", ["--batch-size", "1"], "must be at least 2"),
     ("predict.py", ["--alpha", "2"], "at most 1"),
     ("export.py", ["--check-size", "0", "0", "0"], "argument --check-size"),
     ("export.py", ["--opset", "5"], "argument --opset"),

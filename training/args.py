@@ -21,7 +21,8 @@ def get_args_parser(kd=False):
     p.add_argument("--use-sbd", action="store_true", help="add SBD train+val (minus VOC val) to Pascal train")
     p.add_argument("--workers", type=count, default=default_workers(), metavar="N",
                    help="dataloader worker processes (default: this machine's CPUs, at most 8)")
-    p.add_argument("--base-size", type=positive, default=513, help="base image size of the random scale")
+    p.add_argument("--base-size", type=number(int, 2), default=513,
+                   help="base image size of the random scale (short side drawn from [base/2, 2 base])")
     p.add_argument("--crop-size", type=positive, default=513, help="train crop; val short side")
     p.add_argument("--sync-bn", action="store_true",
                    help="BatchNorm statistics over the global batch under torchrun (nn.SyncBatchNorm on GPUs, "
@@ -37,7 +38,7 @@ def get_args_parser(kd=False):
     p.add_argument("--test-batch-size", type=positive, default=None, metavar="N",
                    help="accepted for compatibility and ignored: validation uses batch 1 since image sizes differ")
     p.add_argument("--use-balanced-weights", action="store_true", help="class-balanced CE weights (cached .npy)")
-    p.add_argument("--lr", type=number(float, 0, low_open=True), default=None, metavar="LR",
+    p.add_argument("--lr", type=number(float, 0, high=10, low_open=True), default=None, metavar="LR",
                    help="default {dataset lr} / 6 * global batch: " + str({n: s.lr for n, s in DATASETS.items()}))
     p.add_argument("--lr-scheduler", default="poly", choices=["poly", "step", "cos"])
     p.add_argument("--lr-step", type=positive, default=None,
@@ -148,6 +149,10 @@ def resolve_args(args, kd=False, world=1, cuda=False, gpu_count=0):
     if a.batch_size % world:
         raise UsageError(f"--batch-size {a.batch_size} is the global batch and must split evenly across {world} "
                          "processes")
+    if a.batch_size // world < 2 and not a.freeze_bn:
+        raise UsageError(f"--batch-size {a.batch_size}: each of the {world} process(es) needs at least 2 images (a "
+                         f"BatchNorm of the ASPP's pooled branch sees one value per channel otherwise); use a larger "
+                         f"--batch-size, or --freeze-bn")
     if kd:
         check_methods(a)
     return a

@@ -74,7 +74,7 @@ def run_home(args, ckpt=None, log=print):
     (default ``run``) / dataset / ``--checkname`` (default deeplab-<backbone>, attnfd-<backbone> for train_kd.py),
     or, for a ``--resume`` (not ``--ft``), the run the checkpoint belongs to: the experiment folder it is in, else
     the one it records.  A ``--run-dir`` or ``--checkname`` that names another run is refused with the way out."""
-    run_dir = args.run_dir or "run"
+    run_dir = "run" if args.run_dir is None else args.run_dir
     checkname = args.checkname or ("attnfd-" if args.kd else "deeplab-") + args.backbone
     home = None if ckpt is None or args.ft else resumed_home(args.resume, ckpt)
     if home is None:

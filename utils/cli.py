@@ -25,12 +25,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def add_input(self, *flags, kind="file", **kwargs):
         assert kind in self.INPUT_KINDS, kind
+        if "choices" not in kwargs:
+            kwargs.setdefault("type", path)
         action = self.add_argument(*flags, **kwargs)
         self.inputs[action.dest] = (flags[0], kind)
         return action
 
     def add_output(self, *flags, kind="file", **kwargs):
         assert kind in self.OUTPUT_KINDS, kind
+        kwargs.setdefault("type", path)
         action = self.add_argument(*flags, **kwargs)
         self.outputs[action.dest] = (flags[0], kind)
         return action
@@ -42,6 +45,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def path(text):
+    """An argparse ``type``: a non-empty path (an empty one would silently mean the current folder, or nothing)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path; give a file or folder name")
+    return text
 
 
 def number(kind=float, low=None, high=None, low_open=False):
