@@ -9,12 +9,15 @@ differ (a refactor may add or drop a flag): their differences are listed, not co
 folder) is left out.  Exit 0 when every
 pair is identical, 1 otherwise.
 """
-import argparse
 import glob
 import os
 import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from utils.cli import ArgumentParser, UsageError, one_line_errors  # noqa: E402
+from utils.saver import CheckpointError, load_file  # noqa: E402
 
 TIMINGS = {"images_per_s", "data_wait"}
 
@@ -39,7 +42,7 @@ def differences(a, b, where=""):
 
 
 def compare(path_a, path_b):
-    a, b = (torch.load(p, map_location="cpu", weights_only=True) for p in (path_a, path_b))
+    a, b = (load_file(p, "checkpoint") for p in (path_a, path_b))
     args_a, args_b = a.pop("args", {}), b.pop("args", {})
     for ckpt in (a, b):
         ckpt.pop("home", None)  # where the run lives: two runs compared live in two places
@@ -66,22 +69,25 @@ def pairs(a, b):
         return [(a, b)]
     found = sorted(glob.glob(os.path.join(a, "**", "checkpoint.pth.tar"), recursive=True))
     if not found:
-        sys.exit(f"error: no checkpoint.pth.tar under {a}")
+        raise UsageError(f"no checkpoint.pth.tar under {a}")
     return [(p, os.path.join(b, os.path.relpath(p, a))) for p in found]
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("before")
-    p.add_argument("after")
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("before", help="a checkpoint, or a folder of runs")
+    p.add_argument("after", help="the same, after the change")
     a = p.parse_args(argv)
     failed = 0
-    for x, y in pairs(a.before, a.after):
+    with one_line_errors(CheckpointError):  # bad input: one line, exit status 2
+        found = pairs(a.before, a.after)
+    for x, y in found:
         if not os.path.isfile(y):
             print(f"MISSING  {y}")
             failed += 1
             continue
-        diffs, arg_notes, n = compare(x, y)
+        with one_line_errors(CheckpointError):
+            diffs, arg_notes, n = compare(x, y)
         name = os.path.relpath(x, a.before) if os.path.isdir(a.before) else x
         print(f"{'IDENTICAL' if not diffs else 'DIFFERENT'}  {name}: {n} tensors compared"
               + (f", {len(diffs)} differences, e.g. {'; '.join(diffs[:4])}" if diffs else ""))

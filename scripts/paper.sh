@@ -52,7 +52,7 @@ GRID=(--out "$OUT" --seeds $SEEDS --resume "${SWEEP_LAUNCH[@]}" "${paper[@]}"
   --run lad "train_kd.py --teacher_path $LAD_T --attn_lambda 0 --lad_lambda 3"
   --run attnfd "train_kd.py --teacher_path $T --attn_lambda 2"
   -- $COMMON)
-"$PY" sweep.py --dry-run "${GRID[@]}" > /dev/null  # the whole grid's arguments, before the LAD teacher trains
+[ -n "${DRY_RUN:-}" ] || "$PY" sweep.py --dry-run "${GRID[@]}" > /dev/null  # the grid's arguments, before any training
 
 if [ -z "${DRY_RUN:-}" ] && [ ! -f "$T" ]; then
   echo "paper.sh: no teacher at $T: save the AttnFD release's ResNet-101 checkpoint there (pretrained/README.md), or set TEACHER=path" >&2

@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: scripts/parity_runs.sh OUT}
+# a new OUT each time: its runs are compared as experiment_0 and its logs are written afresh
+[ ! -e "$OUT/run" ] && [ ! -e "$OUT/teacher.log" ] || { echo "parity_runs.sh: $OUT holds earlier parity runs; give a new OUT" >&2; exit 2; }
+[ ! -e "$OUT" ] || [ -d "$OUT" ] || { echo "parity_runs.sh: OUT $OUT is a file; give a folder" >&2; exit 2; }
 export ATTNFD_SYNTHETIC_ROOT=$OUT/data/VOC2012
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 [ -f "$ATTNFD_SYNTHETIC_ROOT/ImageSets/Segmentation/val.txt" ] || \

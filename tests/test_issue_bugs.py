@@ -110,8 +110,9 @@ def test_a_non_finite_loss_stops_the_run_naming_epoch_and_iteration_and_saves_no
     monkeypatch.setenv("ATTNFD_SYNTHETIC_ROOT", root)
     args = get_args_parser().parse_args([
         "--dataset", "synthetic", "--backbone", "mobilenet", "--base-size", "32", "--crop-size", "32",
-        "--batch-size", "2", "--lr", "1e12", "--epochs", "3", "--workers", "0", "--no-pretrained", "--no-cuda",
+        "--batch-size", "2", "--epochs", "3", "--workers", "0", "--no-pretrained", "--no-cuda",
         "--no-val", "--log-interval", "1", "--run-dir", str(tmp_path / "run")])
+    args.lr = 1e12  # past the command line's bound (at most 10): a loss that blows up at once
     t = setup(resolve_args(args))
     with pytest.raises(TrainingError, match=r"non-finite loss at epoch \d+, iteration \d+"):
         fit(t)

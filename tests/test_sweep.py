@@ -248,13 +248,14 @@ def test_sigterm_saves_and_records_every_training_and_resume_goes_on_under_the_s
     env = dict(os.environ, ATTNFD_SYNTHETIC_ROOT=root, PYTHONUNBUFFERED="1")
     grid = ["--out", str(tmp_path / "s"), "--seeds", "1", "2", "--jobs", "2", "--run", "a",
             "train.py --backbone resnet18"]
-    common = [*COMMON[:-1], "12"]
+    common = [*COMMON[:-1], "4"]
     p = subprocess.Popen([sys.executable, str(ROOT / "sweep.py"), *grid, "--", *common], cwd=tmp_path, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     cells = [tmp_path / "s" / "runs" / "a" / f"seed{seed}" for seed in (1, 2)]
+    logs = [tmp_path / "s" / "logs" / f"a-seed{seed}.log" for seed in (1, 2)]
     deadline = time.time() + 300
-    while not all(list(c.rglob("checkpoint.pth.tar")) for c in cells) and time.time() < deadline:
-        time.sleep(0.1)  # both trainings are past their first epoch
+    while not all(log.exists() and "Starting Epoch" in log.read_text() for log in logs) and time.time() < deadline:
+        time.sleep(0.05)  # both trainings are in their first epoch
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=300)
     assert p.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-2000:]
@@ -267,7 +268,7 @@ def test_sigterm_saves_and_records_every_training_and_resume_goes_on_under_the_s
     assert "STOPPED `a` seed 1" in (tmp_path / "s" / "results.md").read_text()
 
     before = {c: sorted(str(x) for x in c.rglob("*")) for c in cells}
-    changed = cli("sweep.py", *grid, "--resume", "--", *COMMON[:-1], "13", env=env, cwd=tmp_path)
+    changed = cli("sweep.py", *grid, "--resume", "--", *COMMON[:-1], "5", env=env, cwd=tmp_path)
     assert changed.returncode == 2 and "started with another command" in changed.stderr
     assert {c: sorted(str(x) for x in c.rglob("*")) for c in cells} == before
     dry = cli("sweep.py", *grid, "--resume", "--dry-run", "--", *common, env=env, cwd=tmp_path)
