@@ -23,6 +23,7 @@ command for a cell changed is refused, naming the cell, unless ``--rerun-changed
 SIGTERM / SIGINT are passed on to the running trainings, which save; the sweep records them as stopped and exits
 with 128 + the signal (``--resume`` goes on from their checkpoints).
 """
+import contextlib
 import json
 import os
 import re
@@ -276,11 +277,17 @@ class Supervisor:
             self.children.discard(child)
         return rc
 
+    @contextlib.contextmanager
     def installed(self):
+        """Within: SIGINT and SIGTERM call this object (in the main thread; elsewhere nothing changes)."""
+        handlers = {}
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, self)
-        return self
+            handlers = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
 
 
 def train_one(args, cell, env, outputs, supervisor):
@@ -455,7 +462,7 @@ def main(args):
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
     records, lock = {}, threading.Lock()
     bar = tqdm(total=len(cells), desc="sweep", dynamic_ncols=True)
-    supervisor = Supervisor(bar.write).installed()
+    supervisor = Supervisor(bar.write)
 
     def work(cell):
         record = train_one(args, cell, env, outputs, supervisor)
@@ -472,7 +479,7 @@ def main(args):
                                                            else state))
             bar.update()
 
-    with ThreadPoolExecutor(args.jobs) as pool:
+    with supervisor.installed(), ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(work, cells))
     bar.close()
     result = summarize(args, records, outputs)
