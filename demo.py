@@ -44,8 +44,8 @@ def get_demo_parser():
                    help="a larger batch than the students': the ResNet-101 runs twice as many images per second")
     p.add_argument("--teacher-lr", type=RATE, default=0.1)
     p.add_argument("--student-epochs", type=POSITIVE, default=8,
-                   help="the README study trains its students 10 epochs; 8 keep the demo under 8 minutes")
-    p.add_argument("--batch-size", type=POSITIVE, default=4, help="students' batch size (the README study's)")
+                   help="the study (docs/results.md) trains its students 10 epochs; 8 keep the demo under 8 minutes")
+    p.add_argument("--batch-size", type=POSITIVE, default=4, help="students' batch size (the study's)")
     p.add_argument("--lr", type=RATE, default=0.05, help="students' learning rate")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (train.py --amp); default: on with CUDA and on CPUs with native bf16")

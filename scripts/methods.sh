@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's "Comparison methods" table: baseline and each distillation method alone (its papers' weight,
+# docs/methods.md's tables: baseline and each distillation method alone (its papers' weight,
 # every other weight 0), same data, schedule and seeds, on the study's easy synthetic task.
 #   bash scripts/methods.sh [OUT]        (OUT defaults to study/; reuses the study's data and teacher)
 #   ROWS="baseline cirkd lad afdcd" bash scripts/methods.sh      (some rows only; finished cells are reused)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's "Does it work?" study, end to end: data, teachers, then one sweep.py command per table.
+# The study of docs/results.md, end to end: data, teachers, then one sweep.py command per table.
 #   bash scripts/study.sh [OUT]                    (OUT defaults to study/; a rerun skips finished runs)
 #   TABLES="amp mobilenet" bash scripts/study.sh   (some tables only; their data and teachers first)
 # Tables: easy hard (the first study: one change at a time from the eval-mode teacher), amp (fp32 vs --amp),
