@@ -56,6 +56,7 @@ def test_cirkd_memory_contrast_by_hand():
     assert memory_contrast_loss(s, t, keys, 0.1).item() == pytest.approx(expected.item(), rel=1e-10)
 
 
+@pytest.mark.numerics
 def test_cirkd_memory_term_is_fp32_under_bf16_autocast():
     torch.manual_seed(0)
     s, t, keys = (F.normalize(torch.randn(n, 8), dim=1) for n in (6, 6, 10))

@@ -17,6 +17,8 @@ from utils.metrics import Evaluator
 
 WORLD, BATCH, SIZE, CLASSES, LR = 2, 4, 64, 3, 0.01
 
+pytestmark = pytest.mark.numerics  # MKL / oneDNN reductions: rerun by .ci/run as another CPU
+
 
 def free_port():
     with socket.socket() as s:

