@@ -3,6 +3,7 @@ one way to turn a known error into ``error: <one line>`` with exit status 2 (nev
 import argparse
 import contextlib
 import math
+import signal
 import sys
 
 
@@ -98,12 +99,16 @@ def one_line(e):
 @contextlib.contextmanager
 def one_line_errors(*errors, where=""):
     """Within: an error of the classes ``errors`` (and ``UsageError``) prints ``error: <one line><where>`` on
-    stderr and exits with status 2; ``where``: a string, or a function giving one at that time."""
+    stderr and exits with status 2; ``where``: a string, or a function giving one at that time.  Ctrl-C exits
+    with 130 and one line, without a traceback."""
     try:
         yield
     except (UsageError, *errors) as e:
         print(f"error: {one_line(e)}{where() if callable(where) else where}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C: every file is written atomically, so none is left half-made
+        print("stopped by SIGINT (Ctrl-C)", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
 
 
 def cli_main(run, *errors):
