@@ -23,7 +23,6 @@ command for a cell changed is refused, naming the cell, unless ``--rerun-changed
 SIGTERM / SIGINT are passed on to the running trainings, which save; the sweep records them as stopped and exits
 with 128 + the signal (``--resume`` goes on from their checkpoints).
 """
-import contextlib
 import json
 import os
 import re
@@ -42,7 +41,7 @@ from io import StringIO
 from tqdm import tqdm
 
 from utils import cells as cell_folder
-from utils.cli import ArgumentParser, UsageError, number, one_line_errors
+from utils.cli import ArgumentParser, UsageError, number, one_line_errors, stop_signals
 from utils.outputs import Outputs
 from utils.tables import plot, table
 
@@ -277,17 +276,9 @@ class Supervisor:
             self.children.discard(child)
         return rc
 
-    @contextlib.contextmanager
     def installed(self):
-        """Within: SIGINT and SIGTERM call this object (in the main thread; elsewhere nothing changes)."""
-        handlers = {}
-        if threading.current_thread() is threading.main_thread():
-            handlers = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
+        """Within: SIGINT and SIGTERM call this object (in the main thread)."""
+        return stop_signals(self)
 
 
 def train_one(args, cell, env, outputs, supervisor):

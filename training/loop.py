@@ -1,15 +1,14 @@
 """The training loop: one step, one epoch, and what a validation writes.  Free functions of what they use."""
-import contextlib
 import math
 import os
 import signal
-import threading
 import time
 
 import torch
 from tqdm import tqdm
 
 from utils import distributed
+from utils.cli import stop_signals
 from utils.device import fp32
 
 
@@ -54,17 +53,9 @@ class StopRequest:
         self.log(f"Stopped by {self.signal.name} {message}")
         raise SystemExit(128 + self.signal.value)
 
-    @contextlib.contextmanager
     def installed(self):
         """Within: SIGINT and SIGTERM call this object (in the main thread; elsewhere signals stay as they are)."""
-        handlers = {}
-        if threading.current_thread() is threading.main_thread():
-            handlers = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
+        return stop_signals(self)
 
 
 def train_step(net, criterion, optimizer, precision, image, target, sync_grads=(), **kwargs):

@@ -5,12 +5,10 @@ Faithful to the reference (pytorch-deeplab-xception / AttnFD) where published nu
 connectors (docs/reference.md).  Only this module reads the argparse namespace: ``setup`` hands values to the
 builders, ``fit`` runs the epochs with the free functions of ``loop`` and keeps the ``RunState``.
 """
-import contextlib
 import json
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 
@@ -22,7 +20,7 @@ from distillation import LabelAssistedTeacher, build_distiller, settings_from_ar
 from modeling import DeepLab, num_params
 from modeling.imagenet import MissingWeightsError
 from utils import distributed
-from utils.cli import UsageError, one_line_errors
+from utils.cli import UsageError, one_line_errors, stop_signals
 from utils.device import Precision
 from utils.inference import evaluate
 from utils.loss import SegmentationLosses
@@ -78,23 +76,10 @@ def main(args, kd=False):
         print("Stopped by SIGINT before the first checkpoint; nothing was saved", file=sys.stderr)
         raise SystemExit(128 + signal.SIGINT) from None
     finally:
-        with signals_held():  # a further Ctrl-C does not cut the cleanup short
+        with stop_signals(signal.SIG_IGN):  # a further Ctrl-C does not cut the cleanup short
             if run is not None and run.saver is not None:
                 run.saver.discard()  # only when no checkpoint was written: nothing half-made stays behind
             distributed.cleanup()
-
-
-@contextlib.contextmanager
-def signals_held():
-    """Within: SIGINT and SIGTERM are ignored (in the main thread; elsewhere nothing changes)."""
-    held = {}
-    if threading.current_thread() is threading.main_thread():
-        held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in held.items():
-            signal.signal(sig, handler)
 
 
 def setup(args):

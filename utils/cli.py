@@ -5,6 +5,7 @@ import contextlib
 import math
 import signal
 import sys
+import threading
 
 
 class UsageError(ValueError):
@@ -109,6 +110,20 @@ def one_line_errors(*errors, where=""):
     except KeyboardInterrupt:  # Ctrl-C: every file is written atomically, so none is left half-made
         print("stopped by SIGINT (Ctrl-C)", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
+
+
+@contextlib.contextmanager
+def stop_signals(handler):
+    """Within: SIGINT and SIGTERM go to ``handler`` (``signal.SIG_IGN``: ignored), in the main thread (elsewhere
+    nothing changes); the previous handlers come back after."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield handler
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def cli_main(run, *errors):
