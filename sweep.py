@@ -322,7 +322,8 @@ def write_record(outputs, cell, record):
     if not values:
         return {**record, "returncode": -1, "error": "finished without a validated epoch (check --no-val / "
                                                      "--eval-interval)"}
-    record = {**record, "best_mIoU": max(values), "final_mIoU": values[-1]}  # the field's best epoch; the last one
+    record = {**record, "best_mIoU": max(values), "final_mIoU": values[-1],  # the field's best epoch; the last one
+              **cell_folder.cost(cell.run_dir)}
     outputs.write_json(os.path.join(cell.run_dir, "result.json"), record)
     return record
 
@@ -351,7 +352,7 @@ def summarize(args, records, outputs):
               "paper": {n: v for n, v in args.paper}, "versus": {n: r for n, r in args.compare},
               "failed": {n: f for n, f in per_seed("error").items() if f},
               "stopped": {n: f for n, f in per_seed("stopped").items() if f},
-              "seconds": per_seed("seconds")}
+              "seconds": per_seed("seconds"), "train_seconds": per_seed("train_seconds"), "flops": per_seed("flops")}
     prefix = tables_prefix(args)
     outputs.write_json(prefix + ".json", result)
     outputs.write_text(prefix + ".md", table(result))

@@ -120,7 +120,8 @@ def amp_agreement(a, work):
         runs = glob.glob(os.path.join(work, "amp-runs", "synthetic", name, "experiment_*"))
         with open(os.path.join(max(runs, key=experiment_id), "history.json")) as f:  # this run's (a --work reused)
             history = json.load(f)
-        losses = [v for h in history for k, v in h["train"].items() if k not in ("images_per_s", "data_wait")]
+        losses = [v for h in history for k, v in h["train"].items()
+                  if k not in ("images_per_s", "data_wait", "seconds", "iterations", "flops_per_iteration")]
         out[name] = {"final_loss": history[-1]["train"]["total_loss_iter"],
                      "finite": all(math.isfinite(v) for v in losses)}
     for name in set(out) - {"fp32"}:

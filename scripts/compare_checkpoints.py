@@ -4,9 +4,9 @@
     python scripts/compare_checkpoints.py BEFORE/run AFTER/run      # every */checkpoint.pth.tar under both
 
 Everything a run's future depends on must be identical: weights, optimizer state(s), connectors, RNG states,
-epoch, iteration, best mIoU and the history's losses and metrics (its timings are left out). ``args`` may
-differ (a refactor may add or drop a flag): their differences are listed, not counted; ``home`` (the run's
-folder) is left out.  Exit 0 when every
+epoch, iteration, best mIoU and the history's losses and metrics (its timings and cost measurements are left
+out). ``args`` may differ (a refactor may add or drop a flag): their differences are listed, not counted;
+``home`` (the run's folder) is left out.  Exit 0 when every
 pair is identical, 1 otherwise.
 """
 import glob
@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.cli import ArgumentParser, UsageError, one_line_errors  # noqa: E402
 from utils.saver import CheckpointError, load_file  # noqa: E402
 
-TIMINGS = {"images_per_s", "data_wait"}
+TIMINGS = {"images_per_s", "data_wait", "seconds", "iterations", "flops_per_iteration"}  # measurements, not state
 
 
 def differences(a, b, where=""):

@@ -71,6 +71,8 @@ def test_no_val_with_an_empty_val_split_trains(tmp_path, monkeypatch):
     run = main(get_args_parser().parse_args([*DATA, "--backbone", "mobilenet", "--epochs", "1", "--no-val",
                                              "--run-dir", str(tmp_path / "run")]))
     assert run.state.epoch == 1 and os.path.isfile(os.path.join(run.experiment_dir, "checkpoint.pth.tar"))
+    train = run.state.history[0]["train"]  # the epoch's cost: wall seconds, iterations, FLOPs of a step
+    assert train["seconds"] > 0 and train["iterations"] == 1 and train["flops_per_iteration"] > 1e8
 
 
 def limit_file_size():

@@ -62,6 +62,15 @@ def test_sweep_writes_the_tables_reports_failures_skips_finished_runs_and_attent
     md = (out / "results.md").read_text()
     assert md.splitlines()[0].startswith("| run | n | best-epoch mIoU % | final-epoch mIoU % | per seed, best (1 2) | "
                                          "Δ best vs baseline")
+    # each run's cost: wall seconds of its training epochs and FLOPs (machine-independent), and the ratio column
+    record = json.loads(next((out / "runs" / "attnfd" / "seed1").rglob("result.json")).read_text())
+    assert record["train_seconds"] > 0 and record["iterations"] == 2 and record["flops"] > 0
+    assert md.splitlines()[0].endswith("| cost x baseline (time / FLOPs) |")
+    cost_cells = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in md.splitlines()[2:5]}
+    flops = json.loads((out / "results.json").read_text())["flops"]
+    mean = {n: sum(flops[n].values()) / len(flops[n]) for n in ("baseline", "attnfd")}
+    assert cost_cells["baseline"] == "1.00 / 1.00"
+    assert cost_cells["attnfd"].endswith(f" / {mean['attnfd'] / mean['baseline']:.2f}")  # its warm-up epoch only
     assert result["final"]["attnfd"]["1"] == pytest.approx(history[-1]["val"]["mIoU"])  # its last epoch
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
     assert "| 2 |" in rows["attnfd"] and "/2 |" in rows["attnfd"]
@@ -163,6 +172,18 @@ def test_a_row_flag_repeated_among_the_common_args_and_a_bad_row_value_are_refus
     with pytest.raises(UsageError, match="--run k: --cirkd_pool 64: the decoder tap"):
         sweep.parse(["--out", "o", "--seeds", "1", "--run", "k", "train_kd.py --cirkd_lambda 1 --cirkd_pool 64",
                      "--", "--crop-size", "64"])
+
+
+def test_table_cost_column_is_each_rows_mean_cost_over_the_first_rows():
+    result = {"seeds": [1, 2], "common": "", "commands": {"a": "train.py", "b": "train_kd.py"},
+              "runs": {"a": {"1": 0.30, "2": 0.40}, "b": {"1": 0.32, "2": 0.41}}, "failed": {},
+              "train_seconds": {"a": {"1": 10.0, "2": 12.0}, "b": {"1": 30.0, "2": 36.0}},
+              "flops": {"a": {"1": 1e12, "2": 1e12}, "b": {"1": 2.5e12, "2": None}}}
+    rows = sweep.table(result).splitlines()
+    assert rows[0].endswith("| cost x a (time / FLOPs) |") and rows[1].count("---") == 11
+    assert rows[2].endswith("| 1.00 / 1.00 |") and rows[3].endswith("| 3.00 / 2.50 |")
+    del result["train_seconds"], result["flops"]
+    assert "cost" not in sweep.table(result)  # records from before costs were measured: no column
 
 
 def test_table_with_the_papers_numbers_beside_the_measured_ones():

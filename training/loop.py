@@ -1,10 +1,12 @@
 """The training loop: one step, one epoch, and what a validation writes.  Free functions of what they use."""
+import contextlib
 import math
 import os
 import signal
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from utils import distributed
@@ -84,13 +86,15 @@ def train_step(net, criterion, optimizer, precision, image, target, sync_grads=(
 
 def train_one_epoch(net, loader, criterion, optimizer, schedule, precision, epoch, start=0, partial=None,
                     warmup=None, sync_grads=(), log_interval=10, save_every=0, writer=None, show=True,
-                    stop=None, save=None, log=print):
+                    stop=None, save=None, log=print, count_flops=True):
     """Epoch ``epoch`` from iteration ``start`` (a resumed epoch; ``partial``: the (totals, steps) of its first
     part).  ``warmup``: None for a model, else the distiller's warm-up flag.  Every ``log_interval`` steps the
     losses are read back once (a NaN or inf stops the run) and written to ``writer``; every ``save_every``
     steps, and when a rank has caught a signal (``stop``, agreed at those points), ``save(iteration, partial) ->
     path`` writes a checkpoint (at the epoch's last iteration too: the resumed run then validates the epoch).
-    Returns the epoch's mean losses, images/s (of all processes) and the share of time spent waiting for data.
+    Returns the epoch's mean losses, images/s (of all processes), the share of time spent waiting for data, its
+    wall seconds and iterations, and (``count_flops``) the FLOPs of its first step, of all processes
+    (``torch.utils.flop_counter``: machine-independent; the step's numbers are those of an uncounted one).
     """
     loader.sampler.set_epoch(epoch, start)
     iters, batch = schedule.iters_per_epoch, loader.batch_size * loader.sampler.world
@@ -106,8 +110,11 @@ def train_one_epoch(net, loader, criterion, optimizer, schedule, precision, epoc
         lr = schedule(optimizer, i, epoch)
         image = precision.images(sample["image"])
         target = sample["label"].to(precision.device, non_blocking=True)
-        pending.append((epoch, i, lr, train_step(net, criterion, optimizer, precision, image, target, sync_grads,
-                                                 **kwargs)))
+        with FlopCounterMode(display=False) if count_flops and done == 0 else contextlib.nullcontext() as counter:
+            pending.append((epoch, i, lr, train_step(net, criterion, optimizer, precision, image, target, sync_grads,
+                                                     **kwargs)))
+        if counter is not None:
+            flops = counter.get_total_flops() * loader.sampler.world
         n, done = n + 1, done + 1
         last = i == iters - 1
         every = save_every and (i + 1) % save_every == 0 and not last
@@ -126,6 +133,9 @@ def train_one_epoch(net, loader, criterion, optimizer, schedule, precision, epoc
     means = {k: v / max(n, 1) for k, v in totals.items()}
     means["images_per_s"] = done * batch / seconds
     means["data_wait"] = data_wait / seconds
+    means["seconds"], means["iterations"] = seconds, done
+    if count_flops and done:
+        means["flops_per_iteration"] = flops
     writer.add_scalar("train/total_loss_epoch", means.get("total_loss_iter", 0.0), epoch)
     writer.add_scalar("train/images_per_s", means["images_per_s"], epoch)
     log(f"[Epoch: {epoch}, numImages: {n * batch:5d}] Loss: {totals.get('total_loss_iter', 0.0):.3f}"

@@ -231,7 +231,7 @@ def fit(run):
                 net if warmup else ddp, run.train_loader, run.criterion, optimizer, run.schedule, run.precision, epoch,
                 state.iteration, state.partial, None if run.distiller is None else warmup, sync, args.log_interval,
                 args.save_every, run.writer, main_rank, stop, lambda i, partial, e=epoch: save(state.at(e, i, partial)),
-                log)
+                log, count_flops=not args.compile)  # FLOPs of a compiled graph are not counted
             record, is_best = {"epoch": epoch, "train": train}, False
             if not args.no_val and epoch % args.eval_interval == args.eval_interval - 1:
                 evaluation = evaluate(run.model, run.val_loader, run.model.num_classes, run.precision,

@@ -23,6 +23,23 @@ def validated(run_dir):
     return [epochs[e] for e in sorted(epochs)]
 
 
+def cost(run_dir):
+    """A run's training cost from its history.json files: wall seconds of its training epochs (validation left
+    out), iterations, and FLOPs (each epoch's first step counted, times its iterations; None for runs from
+    before FLOPs were counted)."""
+    seconds, iterations, flops = 0.0, 0, 0.0
+    for dirpath, _, files in os.walk(run_dir):
+        if "history.json" in files:
+            with open(os.path.join(dirpath, "history.json")) as f:
+                for record in json.load(f):
+                    train = record.get("train", {})
+                    seconds += train.get("seconds", 0.0)
+                    iterations += train.get("iterations", 0)
+                    fpi = train.get("flops_per_iteration")
+                    flops = None if fpi is None or flops is None else flops + fpi * train.get("iterations", 0)
+    return {"train_seconds": round(seconds, 2), "iterations": iterations, "flops": flops if iterations else None}
+
+
 def last_line(path):
     with open(path, errors="replace") as f:
         lines = [line.strip() for line in f.read().replace("\r", "\n").splitlines() if line.strip()]

@@ -30,22 +30,38 @@ def _p(x):
     return "-" if math.isnan(x) else f"{x:.3f}"
 
 
+def cost_ratio(costs, name, ref):
+    """'time / FLOPs': row ``name``'s mean training cost (wall seconds of its training epochs; FLOPs) over row
+    ``ref``'s; '-' where a row has no measurement."""
+    def ratio(per_row):
+        a = [v for v in per_row.get(name, {}).values() if v]
+        b = [v for v in per_row.get(ref, {}).values() if v]
+        return f"{np.mean(a) / np.mean(b):.2f}" if a and b else "-"
+
+    return f"{ratio(costs['train_seconds'])} / {ratio(costs['flops'])}"
+
+
 def table(result):
     """Markdown: per run n, best- and final-epoch mean ± std, the per-seed best, and against the first run the paired
     difference (mean ± std, its 95% confidence interval, paired t-test and Wilcoxon signed-rank p-values, the seeds
     won, and the final-epoch paired difference), or against the row ``result["versus"]`` names for a run (then a
     "vs" column says which); with published numbers (``result["paper"]``), the paper's mIoU and
-    its gain over the paper's first run too."""
+    its gain over the paper's first run too; with costs (``result["train_seconds"]``, ``result["flops"]``), each
+    row's training cost over the first row's, by wall time on this machine and by FLOPs."""
     names = list(result["runs"])
     final = result.get("final") or {}
     versus = result.get("versus") or {}
     paper = result.get("paper") or {}
+    costs = {key: result.get(key) or {} for key in ("train_seconds", "flops")}
+    with_cost = any(v for per_row in costs.values() for v in per_row.values())
     head = "| run | vs | n |" if versus else "| run | n |"
     rows = [head + " best-epoch mIoU % | final-epoch mIoU % | per seed, best (" + " ".join(str(s) for s in
                                                                                  result["seeds"]) + ") | "
             + ("Δ best (paired)" if versus else f"Δ best vs {names[0] if names else '-'} (paired)")
-            + " | 95% CI | p (t / Wilcoxon) | seeds won | Δ final |" + (" paper mIoU % | paper Δ |" if paper else ""),
-            "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if versus else "") + ("---|---|" if paper else "")]
+            + " | 95% CI | p (t / Wilcoxon) | seeds won | Δ final |" + (" paper mIoU % | paper Δ |" if paper else "")
+            + (f" cost x {names[0] if names else '-'} (time / FLOPs) |" if with_cost else ""),
+            "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if versus else "") + ("---|---|" if paper else "")
+            + ("---|" if with_cost else "")]
     for name in names:
         ref = versus.get(name, names[0])
         first, first_final = result["runs"][ref], final.get(ref, {})
@@ -77,7 +93,7 @@ def table(result):
                 f"{paper[name] - base:+.2f} |" if name in paper and base is not None and name != ref else " |")
         vs = (f" {ref if name != ref else ''} |" if versus else "")
         rows.append(f"| {name} |{vs} {len(ok)} | {mean} | {mean_final} | {per_seed} | {delta} | {ci} | {p} | {won} | "
-                    f"{delta_final} |{published}")
+                    f"{delta_final} |{published}" + (f" {cost_ratio(costs, name, names[0])} |" if with_cost else ""))
     lines = rows + ["", f"Common args: `{result['common']}`", ""]
     lines += [f"- `{n}`: `{c}`" for n, c in result["commands"].items()]
     for name, fails in result["failed"].items():
