@@ -1,7 +1,10 @@
 """AT (Zagoruyko & Komodakis, ICLR 2017): attention transfer at the four backbone stages.  The
 attention map of a stage is the channel mean of its squared activations, flattened and L2-normalised
 per sample; the loss is beta/2 x sum over stages of mean((Q_s - Q_t)^2), the paper's form with
-beta = 1000 (its default; CIRKD applies the same map to one late feature with weight 1e4).
+beta = 1000 (its default; CIRKD applies the same map to one late feature with weight 1e4).  The authors' training
+scripts (szagoruyko/attention-transfer, cifar.py / imagenet.py) add beta x the sum, twice the paper's term:
+``--at-formula code``.  The default stays the paper's: it is the method's definition, this codebase's AT rows were
+measured with it, and the code's term is the paper's at beta = 2000, one flag away.
 
 Activations are the stage outputs after their ReLU, as the paper's (ResNet stage outputs); a student map
 of another resolution is resized to the teacher's.  Channel counts may differ: the maps are channel means.
@@ -28,8 +31,10 @@ def at_loss(s, t):
 @register_method
 class AT(Method):
     name, title = "at", "AT"
-    hyper = (Hyper("weight", "at_lambda", 0.0, "AT weight beta; the loss is beta/2 x the sum over stages (paper: "
-                   "1000); 0 = off", paper=1000.0, low=0),)
+    hyper = (Hyper("weight", "at_lambda", 0.0, "AT weight beta (paper: 1000); 0 = off", paper=1000.0, low=0),
+             Hyper("formula", "at-formula", "paper", "AT's sum over stages times beta/2 (paper: the paper's formula) "
+                   "or times beta (code: the authors' training scripts, which produced its published numbers; the "
+                   "same as the paper's with twice the beta)", choices=("paper", "code")))
     teacher_needs = student_needs = frozenset({"stages"})
 
     def __init__(self, student, teacher, **values):
@@ -40,4 +45,4 @@ class AT(Method):
         act = lambda x, relu: F.relu(x) if relu else x  # noqa: E731
         total = sum(at_loss(act(s, self.student_relu), act(t, self.teacher_relu))
                     for s, t in zip(student.stages, teacher.stages))
-        return {"at": self.weight / 2 * total}
+        return {"at": self.weight * (1.0 if self.formula == "code" else 0.5) * total}

@@ -21,12 +21,14 @@ and 0.01 on Pascal VOC (the maintainer in the repository's issue #8: with Citysc
 its baseline on VOC); datasets CIRKD has no script for take its defaults (0.1).
 
 Adapted: the features are DeepLabV3+'s decoder output (CIRKD: DeepLabV3's head); ignore-label pixels are never
-enqueued or anchored; a class's 16 pixels are drawn among that class's pixels and the pixel queue's pointer
-advances by the number enqueued.  Under torch.distributed the mini-batch pairs run over the global batch
-(student features gathered with their gradients; CIRKD pairs within each GPU) and the queues are filled with
-the teacher features and labels of every rank, in rank order (as CIRKD's ``concat_all_gather``); the random
-draws come from the method's own generator, so the queues stay identical on all ranks.  Queues, pointers and
-that generator are the module's extra state: they are in the checkpoint, and a resumed run goes on exactly.
+enqueued or anchored; a class's 16 pixels are drawn among that class's pixels (``--cirkd-enqueue authors``: the
+authors' code's draw, image positions 0..n-1 of any class, n the class's pixel count; its published numbers come
+from it) and the pixel queue's pointer advances by the number enqueued. Under torch.distributed the mini-batch
+pairs run over the global batch (student features gathered with their gradients; CIRKD pairs within each GPU) and
+the queues are filled with the teacher features and labels of every rank, in rank order (as CIRKD's
+``concat_all_gather``); the random draws come from the method's own generator, so the queues stay identical on all
+ranks. Queues, pointers and that generator are the module's extra state: they are in the checkpoint, and a resumed
+run goes on exactly.
 """
 import torch
 import torch.nn as nn
@@ -80,8 +82,8 @@ class ClassMemory:
     """Per-class queues of teacher embeddings: ``pixel`` (C, P, D) and ``region`` (C, R, D), initialised with
     L2-normalised N(0, 1) vectors, with their write pointers; ``generator`` makes every random draw."""
 
-    def __init__(self, num_classes, dim, pixel_size, region_size, seed):
-        self.generator = torch.Generator().manual_seed(seed)
+    def __init__(self, num_classes, dim, pixel_size, region_size, seed, enqueue="class"):
+        self.generator, self.enqueue_mode = torch.Generator().manual_seed(seed), enqueue
         self.pixel = F.normalize(torch.randn(num_classes, pixel_size, dim, generator=self.generator), dim=2)
         self.region = F.normalize(torch.randn(num_classes, region_size, dim, generator=self.generator), dim=2)
         self.pixel_ptr = [0] * num_classes
@@ -107,7 +109,9 @@ class ClassMemory:
                 self.region[c, self.region_ptr[c]] = F.normalize(feat[:, where].mean(1), dim=0)
                 self.region_ptr[c] = (self.region_ptr[c] + 1) % self.region.shape[1]
                 k = min(len(where), PIXELS_PER_CLASS)
-                picked = F.normalize(feat[:, where[self.randperm(len(where), feat.device)[:k]]].T, dim=1)
+                draw = self.randperm(len(where), feat.device)[:k]
+                positions = draw if self.enqueue_mode == "authors" else where[draw]  # authors: image positions 0..n-1
+                picked = F.normalize(feat[:, positions].T, dim=1)
                 ptr = self.pixel_ptr[c]
                 if ptr + k >= size:
                     self.pixel[c, -k:], self.pixel_ptr[c] = picked, 0
@@ -158,7 +162,11 @@ class CIRKD(Method):
              Hyper("pixel_memory", "cirkd_pixel_memory", 20000, "CIRKD pixel queue length per class (paper: 20000); at "
                    f"least the {PIXELS_PER_CLASS} pixels x global batch enqueued per step", low=1, kind=int),
              Hyper("region_memory", "cirkd_region_memory", 2000, "CIRKD region queue length per class (paper: 2000); "
-                   "at least the global batch", low=1, kind=int))
+                   "at least the global batch", low=1, kind=int),
+             Hyper("enqueue", "cirkd-enqueue", "class", "CIRKD pixels enqueued for a class: 16 drawn among that "
+                   "class's pixels (class), or the authors' code's draw, 16 image positions among the first n, n the "
+                   "class's pixel count, whatever their class (authors: cirkd_memory.py's this_feat[:, perm[:K]])",
+                   choices=("class", "authors")))
     needs_labels = True
     teacher_needs = frozenset({"logits"})
     PIXEL_CONTRAST, REGION_CONTRAST = 4096, 1024
@@ -206,7 +214,7 @@ class CIRKD(Method):
         self.num_classes = teacher.num_classes
         seed = int(torch.randint(2 ** 62, ()))  # from the run's seed: the same on every rank
         self.memory = ClassMemory(self.num_classes, teacher.tap_channels["decoder"], self.pixel_memory,
-                                  self.region_memory, seed)
+                                  self.region_memory, seed, self.enqueue)
 
     def get_extra_state(self):
         return self.memory.state()

@@ -233,6 +233,24 @@ def test_afdcd_weights_per_dataset_mask_and_small_maps():
     assert "would contribute nothing" in AfDCD.check({**values, "kd": 0, "contrast": 0, "mimic": 0}, facts)
 
 
+def test_cirkd_enqueues_the_class_pixels_or_with_authors_the_authors_image_positions():
+    """CIRKD's code (losses/cirkd_memory.py) enqueues this_feat[:, perm[:K]]: image positions 0..n-1, n the class's
+    pixel count, whatever their class; ``--cirkd-enqueue authors`` reproduces it, the default draws among the class's
+    own pixels.  Each position's feature encodes the position."""
+    feats = torch.zeros(1, 4, 16, 16)
+    feats[0, 0] = torch.arange(256.0).view(16, 16) + 1
+    feats[0, 1] = 1.0
+    labels = torch.zeros(1, 16, 16, dtype=torch.long)
+    labels.view(-1)[100:116] = 1  # class 1: positions 100..115
+    enqueued = {}
+    for mode in ("class", "authors"):
+        memory = ClassMemory(2, 4, 32, 4, seed=0, enqueue=mode)
+        memory.enqueue(feats, labels)
+        queue = memory.pixel[1, :16]
+        enqueued[mode] = sorted((torch.round(queue[:, 0] / queue[:, 1]) - 1).int().tolist())
+    assert enqueued == {"class": list(range(100, 116)), "authors": list(range(16))}
+
+
 def test_cirkd_values_are_checked_against_what_they_mean():
     """A pool that leaves a 1 x 1 map (the mini-batch term exactly 0), queues shorter than one step's entries
     (a crash in the first step), queues that cannot fit in memory, all terms at 0: refused before the run."""

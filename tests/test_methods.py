@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 
 from distillation import (
     METHODS,
@@ -108,6 +109,22 @@ def test_at_by_hand_also_across_channel_counts_and_sizes():
     assert at_loss(t[:, :2], t).item() == 0
     # a student map of another size is resized to the teacher's
     assert at_loss(torch.ones(1, 2, 2, 2), torch.ones(1, 3, 4, 4)).item() == pytest.approx(0, abs=1e-12)
+
+
+def test_at_term_is_the_papers_beta_over_2_or_with_code_the_authors_scripts_beta():
+    """The paper: beta/2 x the sum over stages; its authors' training scripts: beta x the sum (--at-formula code)."""
+    from distillation import AT
+
+    torch.manual_seed(0)
+    student, teacher = DeepLab(num_classes=3, backbone="mobilenet"), DeepLab(num_classes=3, backbone="resnet18")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        s, t = student.forward_features(x), teacher.forward_features(x)
+        terms = {f: AT(student, teacher, weight=1000.0, formula=f)(s, t)["at"] for f in ("paper", "code")}
+        by_hand = sum(at_loss(F.relu(a) if student.backbone.stage_relu else a,
+                              F.relu(b) if teacher.backbone.stage_relu else b) for a, b in zip(s.stages, t.stages))
+    assert terms["paper"].item() == pytest.approx(500 * by_hand.item(), rel=1e-6)
+    assert terms["code"].item() == pytest.approx(2 * terms["paper"].item(), rel=1e-6)
 
 
 def test_overhaul_margin_and_partial_l2_by_hand():
