@@ -217,6 +217,7 @@ def fit(run):
         run.saver.write_text("history.json", json.dumps(at.history, indent=1))
         return path
 
+    flops = {}  # FLOPs of a step, per phase (warm-up or not): counted in its first epoch, the same after
     log(f"Starting Epoch: {state.epoch}\nTotal Epoches: {args.epochs}")
     start = time.time()
     with stop.installed():
@@ -231,7 +232,10 @@ def fit(run):
                 net if warmup else ddp, run.train_loader, run.criterion, optimizer, run.schedule, run.precision, epoch,
                 state.iteration, state.partial, None if run.distiller is None else warmup, sync, args.log_interval,
                 args.save_every, run.writer, main_rank, stop, lambda i, partial, e=epoch: save(state.at(e, i, partial)),
-                log, count_flops=not args.compile)  # FLOPs of a compiled graph are not counted
+                log, count_flops=not args.compile and warmup not in flops)  # once a phase; not in compiled graphs
+            flops.setdefault(warmup, train.get("flops_per_iteration"))
+            if flops[warmup] is not None:
+                train["flops_per_iteration"] = flops[warmup]
             record, is_best = {"epoch": epoch, "train": train}, False
             if not args.no_val and epoch % args.eval_interval == args.eval_interval - 1:
                 evaluation = evaluate(run.model, run.val_loader, run.model.num_classes, run.precision,
