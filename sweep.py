@@ -23,33 +23,29 @@ command for a cell changed is refused, naming the cell, unless ``--rerun-changed
 SIGTERM / SIGINT are passed on to the running trainings, which save; the sweep records them as stopped and exits
 with 128 + the signal (``--resume`` goes on from their checkpoints).
 """
-import json
 import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stderr
-from dataclasses import dataclass
 from io import StringIO
 
 from tqdm import tqdm
 
 from utils import cells as cell_folder
-from utils.cli import ArgumentParser, UsageError, number, one_line_errors, stop_signals
+from utils.cli import ArgumentParser, UsageError, number, one_line_errors
 from utils.outputs import Outputs
-from utils.tables import plot, table
+from utils.tables import earlier_table, plot, table
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-SCRIPTS = ("train.py", "train_kd.py")
+SCRIPTS, CELL = cell_folder.SCRIPTS, cell_folder.CELL
 RESERVED = ("--seed", "--run-dir", "--resume")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-CELL = "cell.json"  # in a cell folder: the command that started it
 
 
 def get_args_parser():
@@ -181,104 +177,11 @@ def command_for(args, name, command, seed):
     return [*launch, script, *words[1:], *args.common, "--seed", str(seed), "--run-dir", run_dir], run_dir
 
 
-def identity(cmd):
-    """What makes two commands of one cell the same run: their words after the interpreter, the script by name,
-    without the ``--run-dir`` value (always the cell's own folder, however ``--out`` is spelled)."""
-    out, words = [], iter(cmd)
-    for w in words:
-        if w == "--run-dir":
-            next(words, None)
-        elif not w.startswith("--run-dir="):
-            out.append(os.path.basename(w) if os.path.basename(w) in SCRIPTS else w)
-    return out
-
-
-@dataclass
-class Cell:
-    """A (run, seed) of the grid and what this sweep will do with it: ``skip`` (finished with this command),
-    ``record`` (its training finished, its record was not written), ``resume`` (from ``checkpoint``), ``start``
-    (``stale``: an old attempt's folder to clear first), or ``changed`` (finished or started with another
-    command)."""
-    name: str
-    seed: int
-    cmd: list
-    run_dir: str
-    log: str
-    action: str = "start"
-    checkpoint: str = None
-    record: dict = None
-    stale: bool = False
-
-    @property
-    def launched(self):
-        return self.cmd + (["--resume", self.checkpoint] if self.action == "resume" else [])
-
-
 def plan(args, name, command, seed):
-    """What to do with one cell, from what its folder holds."""
+    """What to do with one cell (``utils.cells.plan``)."""
     cmd, run_dir = command_for(args, name, command, seed)
-    cell = Cell(name, seed, cmd, run_dir, os.path.join(args.out, "logs", f"{name}-seed{seed}.log"))
-    mine = identity(cmd[1:])
-    record = cell_folder.result_of(run_dir)
-    if record is not None:
-        same = identity(record["cmd"]) == mine
-        cell.action, cell.record = ("skip", {**record, "skipped": True}) if same else ("changed", record)
-        return cell
-    if not os.path.isdir(run_dir):
-        return cell
-    started = cell_folder.started_command(os.path.join(run_dir, CELL), cell.log)
-    if started is None:
-        raise UsageError(f"{run_dir} exists but was not made by sweep.py (no {CELL}, no log); move it away, or use "
-                         f"another --out")
-    if identity(started) != mine:
-        cell.action = "changed"
-        return cell
-    cell.checkpoint = cell_folder.last_checkpoint(run_dir)
-    if cell.checkpoint and cell_folder.finished_training(cell.checkpoint):
-        cell.action = "record"
-    elif cell.checkpoint and args.resume:
-        cell.action = "resume"
-    else:
-        cell.stale = True
-    return cell
-
-
-class Supervisor:
-    """SIGTERM / SIGINT to the sweep: passed on to every running training (each saves and stops; a second signal
-    stops them at once), no new one starts, and the sweep ends with 128 + the signal.  The trainings run in their
-    own sessions, so a terminal's Ctrl-C reaches them once, through here."""
-
-    def __init__(self, write=print):
-        self.signal, self.children, self.lock, self.write = None, set(), threading.Lock(), write
-
-    def __call__(self, signum, frame):
-        with self.lock:
-            first = self.signal is None
-            self.signal = self.signal or signal.Signals(signum)
-            for child in self.children:
-                child.send_signal(signum)
-        self.write(f"{signal.Signals(signum).name}: " + (f"asking {len(self.children)} running training(s) to save "
-                                                          f"and stop; no new one starts" if first else
-                                                          "passed on: the trainings stop at once"))
-
-    def start(self, cmd, **kwargs):
-        """A training process (None when a signal came first)."""
-        with self.lock:
-            if self.signal is not None:
-                return None
-            child = subprocess.Popen(cmd, start_new_session=True, **kwargs)
-            self.children.add(child)
-        return child
-
-    def wait(self, child):
-        rc = child.wait()
-        with self.lock:
-            self.children.discard(child)
-        return rc
-
-    def installed(self):
-        """Within: SIGINT and SIGTERM call this object (in the main thread)."""
-        return stop_signals(self)
+    return cell_folder.plan(name, seed, cmd, run_dir, os.path.join(args.out, "logs", f"{name}-seed{seed}.log"),
+                            args.resume)
 
 
 def train_one(args, cell, env, outputs, supervisor):
@@ -399,29 +302,9 @@ def guard(args, cells):
     tables = [prefix + ext for ext in (".json", ".md", ".png")]
     outputs.writes_folder("--table" if args.table is not None else "--out", os.path.dirname(prefix) or ".",
                           [os.path.basename(t) for t in tables], role="--table")
-    for path in [log for log in logs if sweep_log(log)] + (tables if sweep_table(tables[0]) else []):
+    for path in [log for log in logs if cell_folder.logged_command(log)] + (tables if earlier_table(tables[0]) else []):
         outputs.owns(path, "log" if path.endswith(".log") else "--table")  # written by an older sweep.py
     return outputs.check()
-
-
-def sweep_log(path):
-    """Whether ``path`` is a cell's log of an older sweep.py (unstamped, starting with its command)."""
-    try:
-        with open(path, errors="replace") as f:
-            first = f.readline()
-    except OSError:
-        return False
-    return any(os.path.basename(w) in SCRIPTS for w in first.split()[:4])
-
-
-def sweep_table(path):
-    """Whether ``path`` is the JSON table of an older sweep.py (unstamped; then its .md and .png are too)."""
-    try:
-        with open(path) as f:
-            obj = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return isinstance(obj, dict) and "written_by" not in obj and {"runs", "commands", "seeds"} <= set(obj)
 
 
 def main(args):
@@ -454,7 +337,7 @@ def main(args):
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
     records, lock = {}, threading.Lock()
     bar = tqdm(total=len(cells), desc="sweep", dynamic_ncols=True)
-    supervisor = Supervisor(bar.write)
+    supervisor = cell_folder.Supervisor(bar.write)
 
     def work(cell):
         record = train_one(args, cell, env, outputs, supervisor)

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from utils.cli import ArgumentParser, UsageError, number, one_line_errors
-from utils.outputs import Outputs, stamp, written_by
+from utils.outputs import Outputs, stamp, write_file, written_by
 
 from .utils import voc_palette
 
@@ -119,14 +119,9 @@ def generate(out, n_train=160, n_val=40, size=64, seed=0, difficulty="easy", ove
         splits[split].append(name)
     for split, names in splits.items():
         outputs.write_with(os.path.join(root, "ImageSets", "Segmentation", split + ".txt"),
-                           lambda tmp, n=names: _write(tmp, "\n".join(n) + "\n"))
-    outputs.write_with(os.path.join(root, "classes.txt"), lambda tmp: _write(tmp, "\n".join(CLASSES) + "\n"))
+                           lambda tmp, n=names: write_file(tmp, "\n".join(n) + "\n"))
+    outputs.write_with(os.path.join(root, "classes.txt"), lambda tmp: write_file(tmp, "\n".join(CLASSES) + "\n"))
     return root
-
-
-def _write(path, text):
-    with open(path, "w") as f:
-        f.write(text)
 
 
 def get_args_parser():

@@ -1,10 +1,18 @@
-"""A sweep cell's folder (``DIR/runs/<NAME>/seed<S>``, sweep.py): its result record, the command that started
-it, validated epochs, newest checkpoint and whether its training finished, and setting a cell aside."""
+"""A sweep cell (sweep.py): its folder ``DIR/runs/<NAME>/seed<S>`` (its result record, the command that started
+it, validated epochs and cost, newest checkpoint and whether its training finished, setting it aside), what the
+sweep will do with it (``plan``), and the supervisor of the cells' training processes."""
 import json
 import os
 import shlex
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass
 
-from utils.cli import UsageError
+from utils.cli import UsageError, stop_signals
+
+SCRIPTS = ("train.py", "train_kd.py")
+CELL = "cell.json"  # in a cell folder: the command that started it
 
 
 def last_checkpoint(run_dir):
@@ -61,23 +69,9 @@ def result_of(run_dir):
     return record
 
 
-def finished(cmd, run_dir):
-    """The record of an identical run (same ``cmd``) that already finished in ``run_dir``, or None."""
-    record = result_of(run_dir)
-    if record is not None and record["cmd"] == cmd[1:]:
-        return {**record, "skipped": True}
-    return None
-
-
-def started_command(cell_json, log):
-    """The command (after the interpreter) that started a cell: its ``cell.json``, or for a cell of an older
-    sweep.py the first command line of its log (without the ``--resume`` it added); None when neither says."""
-    try:
-        with open(cell_json) as f:
-            record = json.load(f)
-        return list(record["cmd"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+def logged_command(log):
+    """The command (after the interpreter) on the first command line of a cell's log, without the ``--resume``
+    the sweep added; None when the log has none."""
     try:
         with open(log, errors="replace") as f:
             line = next((x for x in f if x.strip() and not x.startswith("# ")), "")
@@ -86,7 +80,17 @@ def started_command(cell_json, log):
         return None
     if "--resume" in words[-2:-1]:
         words = words[:-2]
-    return words[1:] or None
+    return words[1:] if any(os.path.basename(w) in SCRIPTS for w in words[:4]) else None
+
+
+def started_command(cell_json, log):
+    """The command (after the interpreter) that started a cell: its ``cell.json``, or for a cell of an older
+    sweep.py its log's; None when neither says."""
+    try:
+        with open(cell_json) as f:
+            return list(json.load(f)["cmd"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return logged_command(log)
 
 
 def finished_training(checkpoint):
@@ -107,3 +111,102 @@ def set_aside(run_dir):
         k += 1
     os.rename(run_dir, f"{run_dir}.old-{k}")
     return f"{run_dir}.old-{k}"
+
+
+def identity(cmd):
+    """What makes two commands of one cell the same run: their words after the interpreter, the script by name,
+    without the ``--run-dir`` value (always the cell's own folder, however ``--out`` is spelled)."""
+    out, words = [], iter(cmd)
+    for w in words:
+        if w == "--run-dir":
+            next(words, None)
+        elif not w.startswith("--run-dir="):
+            out.append(os.path.basename(w) if os.path.basename(w) in SCRIPTS else w)
+    return out
+
+
+@dataclass
+class Cell:
+    """A (run, seed) of the grid and what the sweep will do with it: ``skip`` (finished with this command),
+    ``record`` (its training finished, its record was not written), ``resume`` (from ``checkpoint``), ``start``
+    (``stale``: an old attempt's folder to clear first), or ``changed`` (finished or started with another
+    command)."""
+    name: str
+    seed: int
+    cmd: list
+    run_dir: str
+    log: str
+    action: str = "start"
+    checkpoint: str = None
+    record: dict = None
+    stale: bool = False
+
+    @property
+    def launched(self):
+        return self.cmd + (["--resume", self.checkpoint] if self.action == "resume" else [])
+
+
+def plan(name, seed, cmd, run_dir, log, resume=False):
+    """What to do with one cell (its command ``cmd``, folder and log), from what its folder holds."""
+    cell = Cell(name, seed, cmd, run_dir, log)
+    mine = identity(cmd[1:])
+    record = result_of(run_dir)
+    if record is not None:
+        same = identity(record["cmd"]) == mine
+        cell.action, cell.record = ("skip", {**record, "skipped": True}) if same else ("changed", record)
+        return cell
+    if not os.path.isdir(run_dir):
+        return cell
+    started = started_command(os.path.join(run_dir, CELL), log)
+    if started is None:
+        raise UsageError(f"{run_dir} exists but was not made by sweep.py (no {CELL}, no log); move it away, or use "
+                         f"another --out")
+    if identity(started) != mine:
+        cell.action = "changed"
+        return cell
+    cell.checkpoint = last_checkpoint(run_dir)
+    if cell.checkpoint and finished_training(cell.checkpoint):
+        cell.action = "record"
+    elif cell.checkpoint and resume:
+        cell.action = "resume"
+    else:
+        cell.stale = True
+    return cell
+
+
+class Supervisor:
+    """SIGTERM / SIGINT to the sweep: passed on to every running training (each saves and stops; a second signal
+    stops them at once), no new one starts, and the sweep ends with 128 + the signal.  The trainings run in their
+    own sessions, so a terminal's Ctrl-C reaches them once, through here."""
+
+    def __init__(self, write=print):
+        self.signal, self.children, self.lock, self.write = None, set(), threading.Lock(), write
+
+    def __call__(self, signum, frame):
+        with self.lock:
+            first = self.signal is None
+            self.signal = self.signal or signal.Signals(signum)
+            for child in self.children:
+                child.send_signal(signum)
+        self.write(f"{signal.Signals(signum).name}: " + (f"asking {len(self.children)} running training(s) to save "
+                                                          f"and stop; no new one starts" if first else
+                                                          "passed on: the trainings stop at once"))
+
+    def start(self, cmd, **kwargs):
+        """A training process (None when a signal came first)."""
+        with self.lock:
+            if self.signal is not None:
+                return None
+            child = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+            self.children.add(child)
+        return child
+
+    def wait(self, child):
+        rc = child.wait()
+        with self.lock:
+            self.children.discard(child)
+        return rc
+
+    def installed(self):
+        """Within: SIGINT and SIGTERM call this object (in the main thread)."""
+        return stop_signals(self)

@@ -21,7 +21,6 @@ under the umask.
 import contextlib
 import json
 import os
-import shutil
 import tempfile
 import zipfile
 
@@ -58,18 +57,6 @@ def atomic_write(path, write):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def write_text_atomic(path, text):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    atomic_write(path, write)
-
-
-def copy_atomic(src, dst):
-    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -314,12 +301,12 @@ class Outputs:
         """A text file, stamped: a trailing HTML comment in Markdown, a leading ``#`` line otherwise."""
         mark = self.stamp_for(path)
         body = text.rstrip("\n") + f"\n<!-- {mark} -->\n" if path.endswith(".md") else f"# {mark}\n{text}"
-        return self.write_with(path, lambda tmp: _write(tmp, body))
+        return self.write_with(path, lambda tmp: write_file(tmp, body))
 
     def write_json(self, path, obj):
         """A JSON object, stamped with ``written_by``."""
         mark = self.stamp_for(path)
-        return self.write_with(path, lambda tmp: _write(tmp, json.dumps({"written_by": mark, **obj}, indent=1)))
+        return self.write_with(path, lambda tmp: write_file(tmp, json.dumps({"written_by": mark, **obj}, indent=1)))
 
     def write_png(self, path, image):
         """A PIL image as PNG, stamped in a text chunk."""
@@ -350,6 +337,7 @@ class Outputs:
         return f
 
 
-def _write(path, text):
+def write_file(path, text):
+    """Write ``text`` to ``path`` (plain: the writers above make it atomic through ``write_with``)."""
     with open(path, "w") as f:
         f.write(text)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from utils.outputs import atomic_write, copy_atomic, write_text_atomic  # noqa: F401  (the project's writers)
+from utils.outputs import atomic_write, write_file
 
 
 class CheckpointError(ValueError):
@@ -207,7 +207,7 @@ class Saver:
             return path
         best_pred = state["best_pred"]
         self.outputs.write_with(os.path.join(self.experiment_dir, "best_pred.txt"),
-                                lambda tmp: _write_text(tmp, str(best_pred)))
+                                lambda tmp: write_file(tmp, str(best_pred)))
         previous = []
         for run in self.runs:
             if os.path.abspath(run) == os.path.abspath(self.experiment_dir):
@@ -224,7 +224,7 @@ class Saver:
 
     def write_text(self, name, text):
         """A text file of the experiment folder (history.json, parameters.txt), atomically."""
-        return self.outputs.write_with(os.path.join(self.experiment_dir, name), lambda tmp: _write_text(tmp, text))
+        return self.outputs.write_with(os.path.join(self.experiment_dir, name), lambda tmp: write_file(tmp, text))
 
     def discard(self):
         """Remove what this Saver created when its run ends before its first checkpoint (a bad input found
@@ -242,7 +242,3 @@ class Saver:
         """parameters.txt: one ``key:value`` line per entry of ``config`` (the run's arguments), sorted."""
         self.write_text("parameters.txt", "".join(f"{k}:{v}\n" for k, v in sorted(config.items())))
 
-
-def _write_text(path, text):
-    with open(path, "w") as f:
-        f.write(text)

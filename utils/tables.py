@@ -1,5 +1,6 @@
 """The results of a seed sweep (sweep.py) as a markdown table with paired differences and their tests, and as a
 per-seed plot."""
+import json
 import math
 
 import numpy as np
@@ -129,3 +130,13 @@ def plot(result):
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def earlier_table(path):
+    """Whether ``path`` is the JSON table of an older sweep.py (unstamped; then its .md and .png are too)."""
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and "written_by" not in obj and {"runs", "commands", "seeds"} <= set(obj)
