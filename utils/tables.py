@@ -1,5 +1,5 @@
 """The results of a seed sweep (sweep.py) as a markdown table with paired differences and their tests, and as a
-per-seed plot."""
+per-seed plot; and whether a file is an older sweep.py's (unstamped) table."""
 import json
 import math
 
