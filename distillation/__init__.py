@@ -18,7 +18,7 @@ from .kd import KD, kd_loss
 from .labels import label_input, random_label_input
 from .lad import LAD, LabelAssistedTeacher
 from .overhaul import Overhaul, margin_from_bn, overhaul_loss, overhaul_partial_l2
-from .skd import SKD, skd_pairwise_loss
+from .skd import SKD, skd_pairwise_loss, skd_pixelwise_loss
 
 
 def add_args(parser):
@@ -39,4 +39,4 @@ __all__ = ["AT", "AfDCD", "AttnFD", "CIRKD", "CWD", "ClassMemory", "DIST", "Dist
            "attnfd_loss", "build_connector", "build_distiller", "contrastive_loss", "cwd_loss", "dist_loss", "kd_loss",
            "label_input", "margin_from_bn", "memory_contrast_loss", "mimic_loss", "minibatch_loss", "overhaul_loss",
            "overhaul_partial_l2", "random_label_input", "RunFacts", "register_method", "resolve_teacher_attention",
-           "settings_from_args", "skd_pairwise_loss", "teacher_train_mode"]
+           "settings_from_args", "skd_pairwise_loss", "skd_pixelwise_loss", "teacher_train_mode"]

@@ -26,7 +26,7 @@ python train.py --backbone resnet18 --checkname baseline $COMMON > "$OUT/baselin
 python train_kd.py --backbone resnet18 --teacher_path "$T" --checkname attnfd $COMMON > "$OUT/attnfd.log"
 # shellcheck disable=SC2086
 python train_kd.py --backbone resnet18 --teacher_path "$T" --checkname all-methods --kd_lambda 1 --at_lambda 1000 \
-  --overhaul_lambda 1e-5 --cwd_lambda 3 --dist_lambda 1 --skd_lambda 0.5 --use-balanced-weights \
+  --overhaul_lambda 1e-5 --cwd_lambda 3 --dist_lambda 1 --skd_lambda 1 --skd_pixelwise 0 --use-balanced-weights \
   $COMMON > "$OUT/all-methods.log"
 # an AttnFD run stopped after its warm-up epoch and resumed, under bf16 autocast
 # shellcheck disable=SC2086

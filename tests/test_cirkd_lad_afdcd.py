@@ -214,10 +214,14 @@ def test_afdcd_is_smallest_where_the_student_reproduces_the_teacher():
 def test_afdcd_weights_per_dataset_mask_and_small_maps():
     torch.manual_seed(0)
     teacher, student = DeepLab(3, "resnet18"), DeepLab(3, "mobilenet")
-    values = {"weight": 1.0, "kd": 1.0, "contrast": 0.005, "mimic": None, "mask_ratio": 0.75}
-    mimic = {ds: build_distiller(student, teacher, {"afdcd": values}, dataset=ds).methods["afdcd"].mimic
-             for ds in ("pascal", "cityscapes", "camvid")}
-    assert mimic == {"pascal": 1e-6, "cityscapes": 2e-6, "camvid": 4e-5}
+    values = {"weight": 1.0, "kd": 1.0, "contrast": None, "mimic": None, "mask_ratio": 0.75}
+    built = {ds: build_distiller(student, teacher, {"afdcd": values}, dataset=ds).methods["afdcd"]
+             for ds in ("pascal", "cityscapes", "camvid", "synthetic")}
+    # OSVAI/Af-DCD: its VOC, Cityscapes and CamVid scripts; train_ocmgd.py's argparse defaults elsewhere
+    assert {ds: (m.mimic, m.contrast) for ds, m in built.items()} == {
+        "pascal": (1e-6, 0.005), "cityscapes": (2e-6, 0.005), "camvid": (8e-6, 0.01), "synthetic": (4e-5, 0.001)}
+    given = build_distiller(student, teacher, {"afdcd": {**values, "mimic": 0.5, "contrast": 0}}, dataset="pascal")
+    assert (given.methods["afdcd"].mimic, given.methods["afdcd"].contrast) == (0.5, 0)  # flags win
     method = build_distiller(student, teacher, {"afdcd": values}).methods["afdcd"].train()
     x = torch.randn(4, 320, 6, 6)
     aligned = method.align(x)

@@ -133,7 +133,7 @@ def test_all_ten_methods_at_once_with_a_mobilenet_student(work, tmp_path):
     teacher = save_random_checkpoint(tmp_path / "teacher.pth.tar", label_assisted=True)
     kd = ["--backbone", "mobilenet", "--teacher_path", str(teacher), "--checkname", "all", *COMMON,
           "--attn_lambda", "2", "--kd_lambda", "1", "--at_lambda", "1000", "--overhaul_lambda", "1e-5",
-          "--cwd_lambda", "3", "--dist_lambda", "1", "--skd_lambda", "0.5", "--cirkd_lambda", "1",
+          "--cwd_lambda", "3", "--dist_lambda", "1", "--skd_lambda", "1", "--cirkd_lambda", "1",
           "--cirkd_pixel_memory", "64", "--cirkd_region_memory", "16", "--lad_lambda", "3", "--afdcd_lambda", "1"]
     p = run("train_kd.py", "--epochs", "1", *kd, env=env, cwd=tmp_path)
     for method in ("AttnFD", "KD", "AT", "Overhaul", "CWD", "DIST", "SKD", "CIRKD", "LAD", "Af-DCD"):
@@ -152,10 +152,10 @@ def test_all_ten_methods_at_once_with_a_mobilenet_student(work, tmp_path):
     assert queues["pixel"].shape == (7, 64, 256) and queues["pixel_ptr"].sum() > 0
     assert not torch.equal(queues["region"], warm["connectors"]["cirkd._extra_state"]["region"])
     assert any(not torch.equal(v, warm["state_dict"][k]) for k, v in final["state_dict"].items())
-    assert {f"train/{t}" for t in ("attnfd/backbone", "kd", "at", "overhaul", "cwd", "dist", "skd", "cirkd/minibatch",
+    assert {f"train/{t}" for t in ("attnfd/backbone", "kd", "at", "overhaul", "cwd", "dist", "skd/pixelwise", "cirkd/minibatch",
                                    "cirkd/memory_region", "lad", "afdcd/contrast", "distill/total")} <= tags(exp)
     train = final["history"][-1]["train"]
-    assert {"kd", "at", "overhaul", "cwd", "dist", "skd", "cirkd/kd", "cirkd/memory_pixel", "lad", "afdcd/mimic"} \
+    assert {"kd", "at", "overhaul", "cwd", "dist", "skd/pairwise", "cirkd/kd", "cirkd/memory_pixel", "lad", "afdcd/mimic"} \
         <= set(train) and all(math.isfinite(v) for v in train.values() if isinstance(v, float))
 
 

@@ -28,16 +28,18 @@ from distillation import (
     overhaul_partial_l2,
     settings_from_args,
     skd_pairwise_loss,
+    skd_pixelwise_loss,
 )
 from modeling import DeepLab
 from training import get_args_parser
 
 PAPER = {"attn_lambda": "2", "kd_lambda": "1", "at_lambda": "1000", "overhaul_lambda": "1e-5", "cwd_lambda": "3",
-         "dist_lambda": "1", "skd_lambda": "0.5", "cirkd_lambda": "1", "lad_lambda": "3", "afdcd_lambda": "1"}
+         "dist_lambda": "1", "skd_lambda": "1", "cirkd_lambda": "1", "lad_lambda": "3", "afdcd_lambda": "1"}
 SMALL = ["--cirkd_pixel_memory", "40", "--cirkd_region_memory", "8"]  # CIRKD's queues, short for tests
 TERMS = {"attnfd": {f"attnfd/{t}" for t in ("backbone", "aspp", "decoder")},
          "cirkd": {f"cirkd/{t}" for t in ("kd", "minibatch", "memory_pixel", "memory_region")},
-         "afdcd": {f"afdcd/{t}" for t in ("kd", "mimic", "contrast")}}
+         "afdcd": {f"afdcd/{t}" for t in ("kd", "mimic", "contrast")},
+         "skd": {"skd/pixelwise", "skd/pairwise"}}
 
 
 def labels_for(x, num_classes=3):
@@ -149,6 +151,9 @@ def test_skd_by_hand():
     t = torch.tensor([[1.0, 2.0], [0.0, 0.0]]).view(1, 2, 1, 2)  # nodes (1,0), (2,0): all ones
     assert skd_pairwise_loss(s, t, pool_scale=0.5).item() == pytest.approx(2 / 4, rel=1e-5)
     assert skd_pairwise_loss(torch.ones(1, 5, 1, 2), t, 0.5).item() == pytest.approx(0, abs=1e-6)  # 5 vs 2 channels
+    # pixel-wise: sum over pixels of H(p_t, p_s), / (H x W), not / batch: 2 images of 1 x 2 pixels, 2 classes
+    s_logits = torch.zeros(2, 2, 1, 2)  # p_s = (1/2, 1/2) everywhere: H = log 2 whatever p_t
+    assert skd_pixelwise_loss(s_logits, torch.randn(2, 2, 1, 2)).item() == pytest.approx(4 * math.log(2) / 2)
 
 
 # ---- every method on real DeepLabs ----------------------------------------------------------------------
@@ -187,6 +192,10 @@ def test_loss_is_zero_when_the_student_reproduces_the_teacher(name):
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
         _, terms = d(x, labels=labels_for(x))
+        if name == "skd":  # SKD's pixel-wise term is a cross-entropy: at its minimum it is the teacher's entropy
+            p = F.softmax(d.teacher_features(x, logits=True).logits, 1)
+            entropy = -(p * p.log()).sum() / (48 * 48) / 2  # / (H x W), / batch by the Distiller
+            assert terms.pop("skd/pixelwise").item() == pytest.approx(10 * entropy.item(), rel=1e-5)
     assert terms and all(abs(v.item()) < 1e-5 for v in terms.values()), terms  # 1 - pearson(x, x): a few ulp
     # and not zero for a student with other weights
     d = build_distiller(DeepLab(num_classes=3, backbone="resnet18"), teacher, flags(name)).eval()
@@ -252,6 +261,7 @@ LOSSES = {
     "cwd": cwd_loss,
     "dist": dist_loss,
     "skd": skd_pairwise_loss,
+    "skd_pixelwise": skd_pixelwise_loss,
     "cirkd_minibatch": minibatch_loss,
     "afdcd_mimic": mimic_loss,
     "afdcd_contrast": lambda s, t: contrastive_loss(s.repeat(1, 4, 1, 1)[:, :16], t.repeat(1, 4, 1, 1)[:, :16], 1),
