@@ -80,6 +80,13 @@ def get_args_parser():
     p.add_argument("--paper", nargs=2, action="append", default=[], metavar=("NAME", "MIOU"),
                    help="a published mIoU (%%) for the run NAME: the table shows it and its gain over the first "
                         "run's published number beside the measured ones")
+    p.add_argument("--match-budget", default=None, metavar="ROW",
+                   help="equal compute: every other row R also trains as a row 'R.<by>' for the iterations that "
+                        "give it ROW's mean training cost, from the costs its own cells measured (run first, at "
+                        "the common args' length); its lr schedule runs over those iterations")
+    p.add_argument("--budget-by", default="flops", choices=["flops", "time"],
+                   help="the cost --match-budget matches: FLOPs of the training steps (torch.utils.flop_counter: the "
+                        "same on every machine) or wall seconds of the training epochs on this machine (default flops)")
     p.add_overwrite()
     return p
 
@@ -123,12 +130,24 @@ def parse(argv=None):
     for flag in RESERVED:
         if any(w == flag or w.startswith(flag + "=") for n, c in args.run for w in split(n, c) + common):
             raise UsageError(f"{flag} is set by sweep.py for each run; remove it from the run/common args")
+    if args.match_budget is not None:
+        matched = [budget_name(args, n) for n in names if n != args.match_budget]
+        if args.match_budget not in names or not matched:
+            raise UsageError(f"--match-budget {args.match_budget}: give the name of a --run row, beside at least one "
+                             f"other row")
+        if set(matched) & set(names):
+            raise UsageError(f"--match-budget names its rows <name>.{args.budget_by}, and --run "
+                             f"{sorted(set(matched) & set(names))[0]} already is one; rename that row")
+        if any(w == "--iterations" or w.startswith("--iterations=") for n, c in args.run for w in split(n, c) + common):
+            raise UsageError("--match-budget sets --iterations for its rows; remove --iterations from the run/common "
+                             "args (the rows at equal iterations train the common --epochs)")
     if args.launcher is not None:
         launcher = split("--launcher", args.launcher)
         if not launcher or shutil.which(launcher[0]) is None:
             raise UsageError(f"--launcher {args.launcher!r}: {launcher[0] if launcher else 'no command'} is not a "
                              f"command found on PATH")
     args.trainings = {name: training_args(name, split(name, command), common) for name, command in args.run}
+    args.given = list(args.run)  # the rows as given (--match-budget adds its own to args.run)
     return args
 
 
@@ -182,6 +201,56 @@ def plan(args, name, command, seed):
     cmd, run_dir = command_for(args, name, command, seed)
     return cell_folder.plan(name, seed, cmd, run_dir, os.path.join(args.out, "logs", f"{name}-seed{seed}.log"),
                             args.resume)
+
+
+def budget_name(args, name):
+    """The name of row ``name`` trained at ``--match-budget``'s cost."""
+    return f"{name}.{args.budget_by}"
+
+
+def budget_logs(args):
+    """The logs of the budget-matched cells (known before their iterations are)."""
+    return [os.path.join(args.out, "logs", f"{budget_name(args, n)}-seed{s}.log")
+            for s in args.seeds for n, _ in args.given if args.match_budget not in (None, n)]
+
+
+def budgets(args, records):
+    """{row: iterations} that give each row other than ``--match-budget`` the reference row's mean training cost
+    (``--budget-by``), from the finished cells' records: the reference's mean cost over its seeds, divided by the
+    row's mean cost per iteration.  A row (or the reference) without a measured cost for any seed is left out."""
+    key = "flops" if args.budget_by == "flops" else "train_seconds"
+
+    def measured(name):
+        return [records[name, s] for s in args.seeds
+                if (name, s) in records and records[name, s].get(key) and records[name, s].get("iterations")]
+
+    ref = measured(args.match_budget)
+    if not ref:
+        return {}
+    target = sum(r[key] for r in ref) / len(ref)
+    out = {}
+    for name, _ in args.given:
+        rows = measured(name)
+        if name != args.match_budget and rows:
+            per_iteration = sum(r[key] / r["iterations"] for r in rows) / len(rows)
+            out[name] = max(1, round(target / per_iteration))
+    return out
+
+
+def budget_cells(args, records):
+    """The budget-matched rows (appended to ``args.run`` after their row, once known) and their cells."""
+    iterations = budgets(args, records)
+    rows = []
+    for name, command in args.given:
+        if name in iterations:
+            rows.append((budget_name(args, name), f"{command} --iterations {iterations[name]}"))
+    args.run = list(args.given)
+    for matched, command in rows:
+        at = [n for n, _ in args.run].index(matched.rsplit(".", 1)[0]) + 1
+        args.run.insert(at, (matched, command))
+    args.budget = {"ref": args.match_budget, "by": args.budget_by,
+                   "iterations": {budget_name(args, n): k for n, k in iterations.items()}}
+    return [plan(args, name, command, seed) for seed in args.seeds for name, command in rows]
 
 
 def train_one(args, cell, env, outputs, supervisor):
@@ -255,7 +324,8 @@ def summarize(args, records, outputs):
               "paper": {n: v for n, v in args.paper}, "versus": {n: r for n, r in args.compare},
               "failed": {n: f for n, f in per_seed("error").items() if f},
               "stopped": {n: f for n, f in per_seed("stopped").items() if f},
-              "seconds": per_seed("seconds"), "train_seconds": per_seed("train_seconds"), "flops": per_seed("flops")}
+              "seconds": per_seed("seconds"), "train_seconds": per_seed("train_seconds"), "flops": per_seed("flops"),
+              "iterations": per_seed("iterations"), "budget": getattr(args, "budget", None)}
     prefix = tables_prefix(args)
     outputs.write_json(prefix + ".json", result)
     outputs.write_text(prefix + ".md", table(result))
@@ -283,7 +353,7 @@ def check_inputs(args):
                              f"ATTNFD_{t.dataset.upper()}_ROOT)")
 
 
-def guard(args, cells):
+def guard(args, logs):
     """The sweep's output guard: its folder and table files against every row's inputs (teachers, dataset roots).
     The cells' folders are its own (``plan`` refuses one it did not make; their files are stamped as records), and
     so are its logs and tables, stamped or written by an earlier sweep.py."""
@@ -295,7 +365,6 @@ def guard(args, cells):
     for training in args.trainings.values():
         outputs.reads_dataset(training.dataset, training.use_sbd)
         outputs.reads("--teacher_path", getattr(training, "teacher_path", None))
-    logs = [c.log for c in cells]
     outputs.writes_folder("--out", args.out, [os.path.relpath(log, args.out) for log in logs], role="log")
     outputs.writes_run("--out", os.path.join(args.out, "runs"), role="record")
     prefix = tables_prefix(args)
@@ -307,36 +376,52 @@ def guard(args, cells):
     return outputs.check()
 
 
-def main(args):
-    cells = [plan(args, name, command, seed) for seed in args.seeds for name, command in args.run]
-    if args.dry_run:
-        for cell in cells:
-            what = {"skip": "finished, skipped", "record": f"training finished ({cell.checkpoint}): recorded, not "
-                    "trained", "changed": "finished or started with another command: "
-                    + ("moved aside, then" if args.rerun_changed else "REFUSED without --rerun-changed")}
-            print(f"# {cell.name} seed {cell.seed}: {what.get(cell.action, cell.action)}")
-            if cell.action in ("start", "resume") or (cell.action == "changed" and args.rerun_changed):
-                print(shlex.join(cell.launched))
-        return None
-    outputs = guard(args, cells)
-    if args.report_only:
-        records = {(c.name, c.seed): c.record for c in cells if c.action == "skip"}
-        result = summarize(args, records, outputs)
-        print(table(result))
-        print(f"{len(records)} of {len(cells)} runs finished; wrote {tables_prefix(args)}.json, .md, .png")
-        return result
+def describe(args, cell):
+    """What the dry run says about a cell."""
+    what = {"skip": "finished, skipped", "record": f"training finished ({cell.checkpoint}): recorded, not trained",
+            "changed": "finished or started with another command: "
+            + ("moved aside, then" if args.rerun_changed else "REFUSED without --rerun-changed")}
+    print(f"# {cell.name} seed {cell.seed}: {what.get(cell.action, cell.action)}")
+    if cell.action in ("start", "resume") or (cell.action == "changed" and args.rerun_changed):
+        print(shlex.join(cell.launched))
+
+
+def refuse_changed(args, cells):
     changed = [c for c in cells if c.action == "changed"]
     if changed and not args.rerun_changed:
         c = changed[0]
         raise UsageError(f"--run {c.name} seed {c.seed} in {c.run_dir} finished or started with another command than "
                          f"this sweep's ({len(changed)} such cell(s)); use another --out, or --rerun-changed to train "
                          f"them again with the old cells moved aside")
+
+
+def main(args):
+    cells = [plan(args, name, command, seed) for seed in args.seeds for name, command in args.run]
+    finished = {(c.name, c.seed): c.record for c in cells if c.action == "skip"}
+    matched = budget_cells(args, finished) if args.match_budget and len(finished) == len(cells) else []
+    if args.dry_run:
+        for cell in cells + matched:
+            describe(args, cell)
+        if args.match_budget and not matched:
+            print(f"# then each row R but {args.match_budget} as {budget_name(args, 'R')}: the iterations that match "
+                  f"{args.match_budget}'s {args.budget_by}, once the cells above have measured it")
+        return None
+    outputs = guard(args, [c.log for c in cells] + budget_logs(args))
+    if args.report_only:
+        records = {(c.name, c.seed): c.record for c in cells if c.action == "skip"}
+        if args.match_budget:
+            records.update({(c.name, c.seed): c.record for c in budget_cells(args, records) if c.action == "skip"})
+        result = summarize(args, records, outputs)
+        print(table(result))
+        print(f"{len(records)} of {len(cells)} runs finished; wrote {tables_prefix(args)}.json, .md, .png")
+        return result
+    refuse_changed(args, cells + matched)
     check_inputs(args)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if "OMP_NUM_THREADS" not in os.environ:  # several CPU runs at once: split the cores between them
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
     records, lock = {}, threading.Lock()
-    bar = tqdm(total=len(cells), desc="sweep", dynamic_ncols=True)
+    bar = tqdm(total=len(cells) + len(budget_logs(args)), desc="sweep", dynamic_ncols=True)
     supervisor = cell_folder.Supervisor(bar.write)
 
     def work(cell):
@@ -356,6 +441,12 @@ def main(args):
 
     with supervisor.installed(), ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(work, cells))
+        if args.match_budget and supervisor.signal is None:  # equal compute, from the costs just measured
+            matched = budget_cells(args, records)
+            refuse_changed(args, matched)
+            bar.write(f"budget: {args.budget_by} of {args.match_budget} -> " + ", ".join(
+                f"{n} {k} iterations" for n, k in args.budget["iterations"].items()))
+            list(pool.map(work, matched))
     bar.close()
     result = summarize(args, records, outputs)
     print(table(result))
@@ -363,7 +454,8 @@ def main(args):
     if supervisor.signal is not None:
         stopped = sum(len(v) for v in result["stopped"].values())
         print(f"Stopped by {supervisor.signal.name}: {stopped} training(s) stopped (saved where a checkpoint is named "
-              f"above), {len(cells) - len(records)} not started; rerun with --resume to go on", file=sys.stderr)
+              f"above), {len(cells) + len(matched) - len(records)} not started; rerun with --resume to go on",
+              file=sys.stderr)
         raise SystemExit(128 + supervisor.signal)
     return result
 

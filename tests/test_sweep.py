@@ -132,6 +132,12 @@ def test_table_paired_differences_their_tests_final_epochs_wins_and_failures():
     (["--out", "o", "--seeds", "1", "--run", "a", "train.py", "--", "--seed", "3"], "--seed is set by sweep.py"),
     (["--out", "o", "--seeds", "1", "1", "--run", "a", "train.py"], "--seeds must be unique"),
     (["--out", "o", "--seeds", "1", "--run", "a", "train.py", "--run", "a", "train_kd.py"], "names must be unique"),
+    (["--out", "o", "--seeds", "1", "--match-budget", "b", "--run", "a", "train.py"], "--match-budget b: give the name"),
+    (["--out", "o", "--seeds", "1", "--match-budget", "a", "--run", "a", "train.py"], "beside at least one other row"),
+    (["--out", "o", "--seeds", "1", "--match-budget", "a", "--run", "a", "train.py", "--run", "b", "train.py", "--",
+      "--iterations", "9"], "remove --iterations"),
+    (["--out", "o", "--seeds", "1", "--match-budget", "a", "--run", "a", "train.py", "--run", "b", "train.py",
+      "--run", "b.flops", "train.py"], "already is one"),
 ])
 def test_sweep_rejects_bad_grids(argv, message):
     from utils.cli import UsageError
@@ -309,3 +315,62 @@ def test_sigterm_saves_and_records_every_training_and_resume_goes_on_under_the_s
     assert p.returncode == 0 and "a seed 1: mIoU" in p.stdout and "recorded from its checkpoint" in p.stdout
     assert json.loads((cells[0] / "result.json").read_text())["best_mIoU"] == best
     assert (tmp_path / "s" / "logs" / "a-seed1.log").read_text().count("Resumed") == 1  # nothing trained again
+
+
+def test_match_budget_gives_each_row_the_iterations_of_the_reference_rows_mean_cost():
+    args = sweep.parse(["--out", "o", "--seeds", "1", "2", "--match-budget", "base", "--run", "base", "train.py",
+                        "--run", "kd", "train.py --lr 0.1", "--run", "cheap", "train.py --lr 0.2"])
+    records = {("base", 1): {"flops": 100.0, "iterations": 10, "train_seconds": 9.0},
+               ("base", 2): {"flops": 140.0, "iterations": 10, "train_seconds": 11.0},  # target: 120 FLOPs, 10 s
+               ("kd", 1): {"flops": 300.0, "iterations": 10, "train_seconds": 40.0},   # 30 FLOPs an iteration
+               ("kd", 2): {"error": "exit 1"},                                          # failed: not measured
+               ("cheap", 1): {"flops": 50.0, "iterations": 10, "train_seconds": 2.0},
+               ("cheap", 2): {"flops": 70.0, "iterations": 10, "train_seconds": 3.0}}  # 6 FLOPs, 0.25 s
+    assert sweep.budgets(args, records) == {"kd": 4, "cheap": 20}  # 120 / 30, 120 / 6
+    args.budget_by = "time"
+    assert sweep.budgets(args, records) == {"kd": 2, "cheap": 40}  # 10 / 4 = 2.5 -> 2 (to even), 10 / 0.25
+    assert sweep.budgets(args, {k: v for k, v in records.items() if k[0] != "base"}) == {}  # nothing to match
+    cells = sweep.budget_cells(args, records)
+    assert [n for n, _ in args.run] == ["base", "kd", "kd.time", "cheap", "cheap.time"]
+    assert [(c.name, c.seed, c.cmd[-5:-4]) for c in cells][:2] == [("kd.time", 1, ["2"]), ("cheap.time", 1, ["40"])]
+    assert sweep.budget_cells(args, records) and [n for n, _ in args.run][-1] == "cheap.time"  # again: same rows
+
+
+def test_an_iteration_budget_cuts_the_last_epoch_and_runs_the_schedule_over_it():
+    from utils.lr_scheduler import LRSchedule
+
+    whole, budget = LRSchedule("poly", 3, 4), LRSchedule("poly", 3, 4, iterations=10)
+    assert [budget.epoch_length(e) for e in range(3)] == [4, 4, 2]
+    assert [whole.epoch_length(e) for e in range(3)] == [4, 4, 4]
+    assert budget.factor(2, 1) == pytest.approx((1 - 9 / 10) ** 0.9)  # the last iteration of the 10
+    assert whole.factor(2, 1) == pytest.approx((1 - 9 / 12) ** 0.9)
+
+
+@pytest.mark.slow
+def test_match_budget_trains_each_row_at_the_reference_rows_flops(tmp_path):
+    """baseline and KD at equal iterations, then KD for the iterations that cost the baseline's FLOPs (with
+    --iterations: the last epoch cut short and validated); a second sweep skips every cell."""
+    root = generate(tmp_path / "data", n_train=8, n_val=2, size=32, seed=0)
+    env = dict(os.environ, ATTNFD_SYNTHETIC_ROOT=root, PYTHONUNBUFFERED="1")
+    teacher = save_random_checkpoint(tmp_path / "teacher.pth.tar", "resnet18")
+    grid = ["--out", "sw", "--seeds", "1", "--match-budget", "baseline", "--run", "baseline", "train.py",
+            "--run", "kd", f"train_kd.py --teacher_path {teacher} --attn_lambda 0 --kd_lambda 1",
+            "--", *COMMON[:-1], "2", "--batch-size", "2", "--backbone", "resnet18"]
+    grid.remove("4"), grid.remove("--batch-size")  # COMMON's batch 4 -> 2: 4 iterations an epoch
+    p = cli("sweep.py", *grid, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    result = json.loads((tmp_path / "sw" / "results.json").read_text())
+    assert list(result["runs"]) == ["baseline", "kd", "kd.flops"]
+    per_iteration = result["flops"]["kd"]["1"] / result["iterations"]["kd"]["1"]
+    budget = round(result["flops"]["baseline"]["1"] / per_iteration)
+    assert result["iterations"]["baseline"]["1"] == result["iterations"]["kd"]["1"] == 8
+    assert 1 <= budget < 8 and result["budget"]["iterations"] == {"kd.flops": budget}
+    assert result["iterations"]["kd.flops"]["1"] == budget
+    assert abs(result["flops"]["kd.flops"]["1"] - result["flops"]["baseline"]["1"]) <= per_iteration / 2
+    history = json.loads(next((tmp_path / "sw" / "runs" / "kd.flops" / "seed1").rglob("history.json")).read_text())
+    assert [h["train"]["iterations"] for h in history] == [min(4, budget - 4 * e) for e in range(len(history))]
+    assert "val" in history[-1] and result["commands"]["kd.flops"].endswith(f"--iterations {budget}")
+    md = (tmp_path / "sw" / "results.md").read_text()
+    assert "| kd.flops |" in md and f"`kd.flops` {budget}" in md and "1.00 |" in md.split("| kd.flops |")[1]
+    again = cli("sweep.py", "--dry-run", *grid, env=env, cwd=tmp_path)
+    assert again.stdout.count("finished, skipped") == 3, again.stdout

@@ -31,6 +31,9 @@ def get_args_parser(kd=False):
     p.add_argument("--loss-type", default="ce", choices=["ce", "focal"])
     p.add_argument("--epochs", type=positive, default=None, metavar="N",
                    help="default per dataset: " + str({n: s.epochs for n, s in DATASETS.items()}))
+    p.add_argument("--iterations", type=positive, default=None, metavar="N",
+                   help="train N iterations in all instead of --epochs (which it overrides): the lr schedule runs "
+                        "over N and the last epoch stops early and is validated; sweep.py --match-budget sets it")
     p.add_argument("--start_epoch", "--start-epoch", dest="start_epoch", type=count, default=0, metavar="N")
     p.add_argument("--batch-size", type=positive, default=None, metavar="N",
                    help="the global batch, split evenly across torchrun processes (default 6 per GPU), so the "
@@ -141,7 +144,7 @@ def resolve_args(args, kd=False, world=1, cuda=False, gpu_count=0):
     if name is not None and (name in ("", ".", "..") or os.sep in name or (os.altsep and os.altsep in name)):
         raise UsageError(f"--checkname {a.checkname!r} must be a plain folder name (it names "
                          f"<run-dir>/<dataset>/<checkname>; use --run-dir to put runs elsewhere)")
-    if a.start_epoch >= a.epochs:
+    if a.start_epoch >= a.epochs and a.iterations is None:  # with --iterations: checked when the epochs are known
         raise UsageError(f"--start_epoch {a.start_epoch} with --epochs {a.epochs}: nothing to train")
     if a.crop_size < 2 * a.out_stride:
         raise UsageError(f"--crop-size {a.crop_size} is too small for --out-stride {a.out_stride}: the deepest "

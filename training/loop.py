@@ -97,7 +97,7 @@ def train_one_epoch(net, loader, criterion, optimizer, schedule, precision, epoc
     (``torch.utils.flop_counter``: machine-independent; the step's numbers are those of an uncounted one).
     """
     loader.sampler.set_epoch(epoch, start)
-    iters, batch = schedule.iters_per_epoch, loader.batch_size * loader.sampler.world
+    iters, batch = schedule.epoch_length(epoch), loader.batch_size * loader.sampler.world
     writer = writer or NullWriter()
     net.train()
     totals, n = (dict(partial[0]), partial[1]) if partial else ({}, 0)
@@ -120,7 +120,7 @@ def train_one_epoch(net, loader, criterion, optimizer, schedule, precision, epoc
         every = save_every and (i + 1) % save_every == 0 and not last
         alone_stopping = stop is not None and stop.signal is not None and distributed.world_size() == 1
         if len(pending) == log_interval or last or every or alone_stopping:  # the same iterations on every rank
-            flush(pending, totals, writer, iters)  # the one host sync every --log-interval steps
+            flush(pending, totals, writer, schedule.iters_per_epoch)  # the one host sync every --log-interval steps
             pending = []
             bar.set_description(f"Train loss: {totals['total_loss_iter'] / n:.3f}" + (" (warm-up)" if warmup else ""))
             stopping = stop is not None and stop.agreed() is not None
@@ -128,7 +128,10 @@ def train_one_epoch(net, loader, criterion, optimizer, schedule, precision, epoc
                 path = save(i + 1, (totals, n))
                 if stopping:
                     stop.exit(f"at epoch {epoch}, iteration {i + 1}; checkpoint {path}. Resume with: --resume {path}")
+        if last and iters < schedule.iters_per_epoch:
+            break  # an iteration budget's last epoch stops early
         tick = time.perf_counter()
+    bar.close()
     seconds = time.perf_counter() - begin
     means = {k: v / max(n, 1) for k, v in totals.items()}
     means["images_per_s"] = done * batch / seconds

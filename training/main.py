@@ -104,6 +104,11 @@ def setup(args):
     train_loader, val_loader, num_classes = build_loaders(
         args.dataset, args.batch_size // world, args.base_size, args.crop_size, args.full_res_val, args.use_sbd,
         args.seed, rank, world, val=not args.no_val, **options)
+    if args.iterations is not None:  # the epochs that hold them, the last one cut short
+        args.epochs = -(-args.iterations // len(train_loader))
+        if args.start_epoch >= args.epochs:
+            raise UsageError(f"--start_epoch {args.start_epoch} with --iterations {args.iterations} "
+                             f"({args.epochs} epochs of {len(train_loader)}): nothing to train")
     model = DeepLab(num_classes, args.backbone, args.out_stride, pretrained_backbone=not args.no_pretrained,
                     attention_in_path=args.attention_in_path, freeze_bn=args.freeze_bn,
                     label_channel=args.label_assisted)
@@ -131,7 +136,8 @@ def setup(args):
               LabelAssistedTeacher(model, criterion) if args.label_assisted else None, optimizer, warmup_optimizer,
               criterion,
               SegmentationLosses(weight=weight, over_ranks=False).build_loss(mode=args.loss_type),
-              LRSchedule(args.lr_scheduler, args.epochs, len(train_loader), args.lr_step), RunState(args.start_epoch))
+              LRSchedule(args.lr_scheduler, args.epochs, len(train_loader), args.lr_step, args.iterations),
+              RunState(args.start_epoch))
     join = lambda: build.join_student_optimizer(optimizer, distiller, args.lr)  # noqa: E731
     connectors_loaded = False
     if checkpoint is not None:
@@ -218,7 +224,8 @@ def fit(run):
         return path
 
     flops = {}  # FLOPs of a step, per phase (warm-up or not): counted in its first epoch, the same after
-    log(f"Starting Epoch: {state.epoch}\nTotal Epoches: {args.epochs}")
+    log(f"Starting Epoch: {state.epoch}\nTotal Epoches: {args.epochs}"
+        + (f" ({args.iterations} iterations)" if args.iterations is not None else ""))
     start = time.time()
     with stop.installed():
         for epoch in range(state.epoch, args.epochs):
@@ -237,7 +244,8 @@ def fit(run):
             if flops[warmup] is not None:
                 train["flops_per_iteration"] = flops[warmup]
             record, is_best = {"epoch": epoch, "train": train}, False
-            if not args.no_val and epoch % args.eval_interval == args.eval_interval - 1:
+            last = epoch == args.epochs - 1 and args.iterations is not None  # an iteration budget ends validated
+            if not args.no_val and (epoch % args.eval_interval == args.eval_interval - 1 or last):
                 evaluation = evaluate(run.model, run.val_loader, run.model.num_classes, run.precision,
                                       criterion=run.val_criterion, show=main_rank, label_input=label_input)
                 if main_rank:

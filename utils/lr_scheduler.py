@@ -8,12 +8,17 @@ import math
 
 
 class LRSchedule:
-    def __init__(self, mode, num_epochs, iters_per_epoch, lr_step=None):
+    def __init__(self, mode, num_epochs, iters_per_epoch, lr_step=None, iterations=None):
+        """``iterations``: a run of that many iterations (``--iterations``) instead of ``num_epochs`` whole epochs."""
         if mode not in ("poly", "cos", "step"):
             raise ValueError(f"--lr-scheduler must be poly, step or cos, got {mode!r}")
         self.mode, self.iters_per_epoch = mode, iters_per_epoch
-        self.N = num_epochs * iters_per_epoch
+        self.N = num_epochs * iters_per_epoch if iterations is None else iterations
         self.lr_step = lr_step or max(1, num_epochs // 3)
+
+    def epoch_length(self, epoch):
+        """The iterations epoch ``epoch`` trains: all of them, but the last epoch of an iteration budget's."""
+        return max(0, min(self.iters_per_epoch, self.N - epoch * self.iters_per_epoch))
 
     def factor(self, epoch, i):
         T = epoch * self.iters_per_epoch + i

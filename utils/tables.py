@@ -97,6 +97,13 @@ def table(result):
                     f"{delta_final} |{published}" + (f" {cost_ratio(costs, name, names[0])} |" if with_cost else ""))
     lines = rows + ["", f"Common args: `{result['common']}`", ""]
     lines += [f"- `{n}`: `{c}`" for n, c in result["commands"].items()]
+    budget = result.get("budget")
+    if budget and budget["iterations"]:
+        what = "FLOPs" if budget["by"] == "flops" else "wall seconds (on this machine)"
+        lines += ["", f"Equal compute: each row `<name>.{budget['by']}` trains the iterations that give it the training "
+                      f"{what} of `{budget['ref']}`, its mean over the seeds (the rows without a suffix train the common "
+                      f"args' length): "
+                  + ", ".join(f"`{n}` {k}" for n, k in budget["iterations"].items()) + "."]
     for name, fails in result["failed"].items():
         lines += [f"- FAILED `{name}` seed {s}: {why}" for s, why in fails.items()]
     for name, stops in (result.get("stopped") or {}).items():
