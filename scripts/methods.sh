@@ -3,6 +3,9 @@
 # every other weight 0), same data, schedule and seeds, on the study's easy synthetic task.
 #   bash scripts/methods.sh [OUT]        (OUT defaults to study/; reuses the study's data and teacher)
 #   ROWS="baseline cirkd lad afdcd" bash scripts/methods.sh      (some rows only; finished cells are reused)
+#   MATCH=flops ROWS="baseline kd overhaul dist cirkd lad afdcd attnfd" bash scripts/methods.sh
+#       (equal compute: each row also as <row>.flops, trained for the iterations that cost the baseline's training
+#        FLOPs; MATCH=time: its wall seconds on this machine; the table: OUT/budget-MATCH.md)
 # LAD distils from its own label-assisted ResNet-18 teacher (train.py --label-assisted), trained once here.
 # CPU, 2 cores, JOBS=2: a run takes 3-8 minutes (Af-DCD's about 20), so 5 seeds of the 11 rows take about 2.5 hours
 # (plus the teacher, ~25 min, and LAD's, ~8 min, if they are not there yet).
@@ -13,6 +16,13 @@ ROWS=${ROWS:-$ALL}
 for name in $ROWS; do  # before anything trains
   [[ " $ALL " == *" $name "* ]] || fail "unknown row '$name' in ROWS (rows: $ALL)"
 done
+MATCH=${MATCH:-}
+budget=()
+if [ -n "$MATCH" ]; then
+  [[ $MATCH == flops || $MATCH == time ]] || fail "MATCH=$MATCH: give flops or time (or leave it unset)"
+  [[ " $ROWS " == *" baseline "* ]] || fail "MATCH=$MATCH matches the baseline's cost: put baseline in ROWS"
+  budget=(--match-budget baseline --budget-by "$MATCH" --table "$OUT/budget-$MATCH")
+fi
 task easy
 LAD_T=$OUT/teachers/synthetic/lad-teacher-easy/experiment_0/checkpoint.pth.tar
 if [[ " $ROWS " == *" lad "* && ! -f $LAD_T ]]; then
@@ -37,5 +47,5 @@ declare -A ROW=(
 runs=()
 for name in $ROWS; do runs+=(--run "$name" "${ROW[$name]}"); done
 # shellcheck disable=SC2086
-ATTNFD_SYNTHETIC_ROOT=$root python sweep.py --out "$OUT/methods" --jobs "$JOBS" --seeds $SEEDS "${runs[@]}" \
+ATTNFD_SYNTHETIC_ROOT=$root python sweep.py --out "$OUT/methods" --jobs "$JOBS" --seeds $SEEDS "${budget[@]}" "${runs[@]}" \
   -- --backbone resnet18 --epochs 10 $COMMON
