@@ -54,6 +54,15 @@ def _vectors(x, patch):
     return x.reshape(-1, patch * patch * GROUPS, c // GROUPS)
 
 
+def other_groups(n, device):
+    """(n, n - n / GROUPS): for each of the n (position, group) vectors of a patch, the indices of the vectors of the
+    other groups, in order (index = position x GROUPS + group); arithmetic, so no host sync as a boolean mask has."""
+    j = torch.arange(n - n // GROUPS, device=device)
+    position, other = j // (GROUPS - 1), j % (GROUPS - 1)
+    group = torch.arange(n, device=device)[:, None] % GROUPS
+    return position * GROUPS + other + (other >= group)
+
+
 def contrastive_loss(projected, t, pool=4, temperature=TAU, patch=PATCH):
     """Af-DCD's omni-contrastive term of the projected student map and the teacher map (same shape).  On maps too
     small for ``pool`` and ``patch`` (small crops) the pooling shrinks first, then the patch."""
@@ -66,10 +75,8 @@ def contrastive_loss(projected, t, pool=4, temperature=TAU, patch=PATCH):
         patch = min(patch, h, w)
         s, t = s[:, :, :h - h % patch, :w - w % patch], t[:, :, :h - h % patch, :w - w % patch]
         sim = -torch.cdist(_vectors(s, patch), _vectors(t.detach(), patch), p=1)  # (patches, n, n) student x teacher
-        n = sim.shape[1]
-        group = torch.arange(n, device=sim.device) % GROUPS
         positive = sim.diagonal(dim1=1, dim2=2)[..., None]
-        negatives = sim.masked_select((group[:, None] != group[None, :])[None]).view(sim.shape[0], n, -1)
+        negatives = sim.gather(2, other_groups(sim.shape[1], sim.device).expand(sim.shape[0], -1, -1))
         logits = torch.cat([positive, negatives], 2) / temperature  # the positive is class 0
         ce = (torch.logsumexp(logits, 2) - logits[..., 0]).sum()
     return global_mean(ce / (h * w), t)

@@ -67,56 +67,113 @@ def minibatch_loss(s, t, temperature=0.1):
     return sum_over_ranks(total) / global_batch(s) ** 2
 
 
-def memory_contrast_loss(s_anchors, t_anchors, keys, temperature=0.1, kd_temperature=1.0):
+def memory_contrast_loss(s_anchors, t_anchors, keys, temperature=0.1, kd_temperature=1.0, valid=None):
     """KL at ``kd_temperature`` between the student's and the teacher's similarities (/ ``temperature``) of the
-    anchors (A x D, L2-normalised) to ``keys`` (K x D), summed over the anchors (the caller divides)."""
+    anchors (A x D, L2-normalised) to ``keys`` (K x D), summed over the anchors (``valid``: a 0/1 mask (A,) of the
+    ones that count; the caller divides)."""
     s_anchors, t_anchors = fp32(s_anchors), fp32(t_anchors)
     keys = keys.to(s_anchors.dtype)
     with torch.autocast(s_anchors.device.type, enabled=False):
-        s_logits = s_anchors @ keys.T / temperature
-        t_logits = t_anchors @ keys.T / temperature
-        return kd_temperature ** 2 * _kl(s_logits / kd_temperature, t_logits / kd_temperature, 1)
+        s_logits = s_anchors @ keys.T / temperature / kd_temperature
+        t_logits = t_anchors @ keys.T / temperature / kd_temperature
+        if valid is None:
+            return kd_temperature ** 2 * _kl(s_logits, t_logits, 1)
+        kl = F.softmax(t_logits, 1) * (F.log_softmax(t_logits, 1) - F.log_softmax(s_logits, 1))
+        return kd_temperature ** 2 * (kl.sum(1) * valid).sum()
 
 
 class ClassMemory:
     """Per-class queues of teacher embeddings: ``pixel`` (C, P, D) and ``region`` (C, R, D), initialised with
-    L2-normalised N(0, 1) vectors, with their write pointers; ``generator`` makes every random draw."""
+    L2-normalised N(0, 1) vectors, with their write pointers (C,); ``generator`` makes every random draw, on the
+    queues' device.  Everything stays on the device, without a host sync: the classes of an image are one-hot
+    masks, a class's pixels are the lowest random keys among its positions, and what an image lacks is written
+    to one spare slot per class (the queues' last, never read)."""
 
     def __init__(self, num_classes, dim, pixel_size, region_size, seed, enqueue="class"):
-        self.generator, self.enqueue_mode = torch.Generator().manual_seed(seed), enqueue
-        self.pixel = F.normalize(torch.randn(num_classes, pixel_size, dim, generator=self.generator), dim=2)
-        self.region = F.normalize(torch.randn(num_classes, region_size, dim, generator=self.generator), dim=2)
-        self.pixel_ptr = [0] * num_classes
-        self.region_ptr = [0] * num_classes
+        self.generator, self.enqueue_mode, self.pending = torch.Generator().manual_seed(seed), enqueue, None
+        pixel = F.normalize(torch.randn(num_classes, pixel_size, dim, generator=self.generator), dim=2)
+        region = F.normalize(torch.randn(num_classes, region_size, dim, generator=self.generator), dim=2)
+        self.slots = [torch.cat([q, q.new_zeros(num_classes, 1, dim)], 1) for q in (pixel, region)]  # + the spare
+        self.pixel_ptr = torch.zeros(num_classes, dtype=torch.long)
+        self.region_ptr = torch.zeros(num_classes, dtype=torch.long)
+
+    @property
+    def pixel(self):
+        return self.slots[0][:, :-1]
+
+    @property
+    def region(self):
+        return self.slots[1][:, :-1]
+
+    @property
+    def sizes(self):
+        return self.pixel.shape[1], self.region.shape[1]
 
     def to(self, device):
+        """Queues, pointers and generator on ``device`` (the generator: a device generator seeded from the CPU one,
+        or the state a checkpoint saved there)."""
+        device = torch.device(device)
         if self.pixel.device != device:
-            self.pixel, self.region = self.pixel.to(device), self.region.to(device)
+            self.slots = [q.to(device) for q in self.slots]
+            self.pixel_ptr, self.region_ptr = self.pixel_ptr.to(device), self.region_ptr.to(device)
+        if self.generator.device.type != device.type:
+            generator = torch.Generator(device)
+            if self.pending is not None and self.pending.numel() == generator.get_state().numel():
+                generator.set_state(self.pending)  # a resumed run's, saved on this kind of device
+            else:
+                generator.manual_seed(int(torch.randint(2 ** 62, (), generator=self.generator)))
+            self.generator, self.pending = generator, None
         return self
 
     def randperm(self, n, device):
-        return torch.randperm(n, generator=self.generator).to(device)
+        return torch.randperm(n, generator=self.generator, device=device)
+
+    def draw(self, classes, counts):
+        """(N, C, K) positions of up to K = 16 random pixels per image and class, from ``classes`` (N, C, HW, the
+        one-hot class masks) and ``counts`` (N, C): among the class's own pixels, or (``enqueue == "authors"``)
+        among the image positions 0..n-1, n the class's pixel count (CIRKD's code)."""
+        n, _, hw = classes.shape
+        keys = torch.rand(n, 1, hw, generator=self.generator, device=classes.device)
+        among = classes if self.enqueue_mode == "class" else \
+            torch.arange(hw, device=classes.device) < counts[..., None]
+        return torch.topk(torch.where(among, keys, 2.0), min(PIXELS_PER_CLASS, hw), dim=2, largest=False).indices
 
     @torch.no_grad()
-    def enqueue(self, feats, labels):
-        """``feats`` (N, D, H, W) L2-normalised teacher embeddings and ``labels`` (N, H, W) of the global batch."""
-        size = self.pixel.shape[1]
-        for feat, label in zip(feats.flatten(2), labels.flatten(1)):
-            for c in torch.unique(label).tolist():
-                if c == IGNORE or not 0 <= c < self.pixel.shape[0]:
-                    continue
-                where = (label == c).nonzero().squeeze(1)
-                self.region[c, self.region_ptr[c]] = F.normalize(feat[:, where].mean(1), dim=0)
-                self.region_ptr[c] = (self.region_ptr[c] + 1) % self.region.shape[1]
-                k = min(len(where), PIXELS_PER_CLASS)
-                draw = self.randperm(len(where), feat.device)[:k]
-                positions = draw if self.enqueue_mode == "authors" else where[draw]  # authors: image positions 0..n-1
-                picked = F.normalize(feat[:, positions].T, dim=1)
-                ptr = self.pixel_ptr[c]
-                if ptr + k >= size:
-                    self.pixel[c, -k:], self.pixel_ptr[c] = picked, 0
-                else:
-                    self.pixel[c, ptr:ptr + k], self.pixel_ptr[c] = picked, ptr + k
+    def enqueue(self, feats, labels, picks=None):
+        """``feats`` (N, D, H, W) L2-normalised teacher embeddings and ``labels`` (N, H, W) of the global batch;
+        ``picks``: the positions to enqueue (``draw``'s), drawn here when None.  Per class, images in order: the
+        class's normalised mean to the region queue (pointer + 1), its pixels to the pixel queue; a write that would
+        reach the end goes to the last slots and the pointer back to 0 (the reference's rule)."""
+        feats, labels = feats.flatten(2), labels.flatten(1)
+        num_classes, (pixel_size, region_size) = self.pixel.shape[0], self.sizes
+        classes = labels[:, None, :] == torch.arange(num_classes, device=labels.device)[None, :, None]  # (N, C, HW)
+        counts = classes.sum(2)
+        present = counts > 0
+        cls = torch.arange(num_classes, device=feats.device)
+        # regions: one slot per image that has the class
+        means = F.normalize(torch.einsum("nch,ndh->ncd", classes.to(feats.dtype), feats), dim=2)
+        order = self.region_ptr + present.cumsum(0) - 1
+        slot = torch.where(present, order % region_size, region_size)
+        self.slots[1].index_put_((cls.expand_as(slot), slot), means.to(self.slots[1].dtype))
+        self.region_ptr = (self.region_ptr + present.sum(0)) % region_size
+        # pixels: k = min(n, 16) per image and class, written at the pointer; at most one wrap per step (a queue
+        # holds at least a step's entries)
+        picks = self.draw(classes, counts) if picks is None else picks
+        k = counts.clamp(max=picks.shape[2])
+        end = self.pixel_ptr + k.cumsum(0)  # (N, C): where each image's write ends, without wrapping
+        begin = end - k
+        wraps = (end >= pixel_size) & (begin < pixel_size) & (k > 0)
+        wrapped_at = (end * wraps).sum(0)  # the wrapping image's end (0: no wrap)
+        start = torch.where(wraps, pixel_size - k, torch.where(begin >= pixel_size, begin - wrapped_at, begin))
+        j = torch.arange(picks.shape[2], device=feats.device)
+        valid = j < k[..., None]  # (N, C, K)
+        picked = F.normalize(torch.gather(feats.transpose(1, 2), 1, picks.flatten(1)[..., None].expand(
+            -1, -1, feats.shape[1])), dim=2).view(*picks.shape, -1)
+        at = start[..., None] + j
+        for now in (valid & ~wraps[..., None], valid & wraps[..., None]):  # the wrapping write last: it wins
+            self.slots[0].index_put_((cls[:, None].expand_as(at), torch.where(now, at, pixel_size)),
+                                     picked.to(self.slots[0].dtype))
+        self.pixel_ptr = torch.where(wraps.any(0), end[-1] - wrapped_at, end[-1])
 
     def keys(self, queue, per_class):
         """``per_class`` random slots of ``queue``, the same for every class: (C x per_class, D)."""
@@ -124,19 +181,25 @@ class ClassMemory:
         return queue[:, index].reshape(-1, queue.shape[2])
 
     def state(self):
-        return {"pixel": self.pixel.cpu(), "region": self.region.cpu(), "rng": self.generator.get_state(),
-                "pixel_ptr": torch.tensor(self.pixel_ptr), "region_ptr": torch.tensor(self.region_ptr)}
+        return {"pixel": self.pixel.cpu(), "region": self.region.cpu(),
+                "rng": self.generator.get_state(),
+                "pixel_ptr": self.pixel_ptr.cpu(), "region_ptr": self.region_ptr.cpu()}
 
     def load(self, state):
-        if state["pixel"].shape != self.pixel.shape or state["region"].shape != self.region.shape:
+        if state["pixel"].shape[1] != self.sizes[0] or state["region"].shape[1] != self.sizes[1] \
+                or state["pixel"].shape[::2] != self.pixel.shape[::2]:
             raise ValueError(f"the checkpoint's CIRKD queues are {tuple(state['pixel'].shape)} and "
-                             f"{tuple(state['region'].shape)}, this run's {tuple(self.pixel.shape)} and "
-                             f"{tuple(self.region.shape)}: resume with the same --cirkd_pixel_memory and "
+                             f"{tuple(state['region'].shape)}, this run's {(self.pixel.shape[0], self.sizes[0])} and "
+                             f"{(self.region.shape[0], self.sizes[1])}: resume with the same --cirkd_pixel_memory and "
                              f"--cirkd_region_memory")
         device = self.pixel.device
-        self.pixel, self.region = state["pixel"].to(device), state["region"].to(device)
-        self.generator.set_state(state["rng"])
-        self.pixel_ptr, self.region_ptr = state["pixel_ptr"].tolist(), state["region_ptr"].tolist()
+        self.slots = [torch.cat([q, q.new_zeros(q.shape[0], 1, q.shape[2])], 1).to(device)
+                      for q in (state["pixel"], state["region"])]
+        self.pixel_ptr, self.region_ptr = (torch.as_tensor(state[k]).to(device) for k in ("pixel_ptr", "region_ptr"))
+        if state["rng"].numel() == self.generator.get_state().numel():
+            self.generator.set_state(state["rng"])
+        else:  # a generator of another kind of device (its state's size tells): set when the queues move there
+            self.pending = state["rng"]
 
 
 def projector(channels):
@@ -238,13 +301,12 @@ class CIRKD(Method):
         s = F.normalize(fp32(self.projector(s)), dim=1)
         memory = self.memory.to(t.device)
         memory.enqueue(gather_batch(t), gather_batch(small))  # before the loss, as CIRKD
-        valid = (small != IGNORE).flatten()
-        s_anchors, t_anchors = (x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])[valid] for x in (s, t))
-        anchors = sum_over_ranks(valid.sum().float())
+        valid = (small != IGNORE).flatten().float()  # a mask, not an index: no host sync
+        s_anchors, t_anchors = (x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]) for x in (s, t))
+        anchors = sum_over_ranks(valid.sum()).clamp(min=1)  # no anchor anywhere: the sums are 0
         for name, queue, contrast in (("pixel", memory.pixel, self.PIXEL_CONTRAST),
                                       ("region", memory.region, self.REGION_CONTRAST)):
             keys = memory.keys(queue, contrast // self.num_classes + 1)
-            loss = memory_contrast_loss(s_anchors, t_anchors, keys, self.temperature)
-            loss = sum_over_ranks(loss) / anchors if anchors > 0 else 0 * s.sum()
-            terms[f"cirkd/memory_{name}"] = getattr(self, f"memory_{name}") * loss
+            loss = memory_contrast_loss(s_anchors, t_anchors, keys, self.temperature, valid=valid)
+            terms[f"cirkd/memory_{name}"] = getattr(self, f"memory_{name}") * sum_over_ranks(loss) / anchors
         return {k: self.weight * v for k, v in terms.items()}

@@ -20,9 +20,8 @@ IGNORE = 255
 
 
 def _ids(labels, num_classes):
-    ids = labels.long().clone()
-    ids[(ids < 0) | (ids >= num_classes)] = num_classes  # the ignore label is one more id
-    return ids
+    ids = labels.long()
+    return torch.where((ids < 0) | (ids >= num_classes), num_classes, ids)  # the ignore label is one more id
 
 
 def label_input(images, labels, num_classes, noise=0.02):

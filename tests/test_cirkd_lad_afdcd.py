@@ -75,15 +75,67 @@ def test_cirkd_queues_by_hand():
     memory.enqueue(feats, labels)
     cls1 = feats[0].flatten(1)[:, :3]  # class 1's pixels
     torch.testing.assert_close(memory.region[1, 0], F.normalize(cls1.mean(1), dim=0))
-    assert memory.region_ptr == [0, 1, 0] and memory.pixel_ptr == [0, 3, 0]
+    assert memory.region_ptr.tolist() == [0, 1, 0] and memory.pixel_ptr.tolist() == [0, 3, 0]
     written = memory.pixel[1, :3]
     assert all(any(torch.allclose(w, c) for c in cls1.T) for w in written)
     assert len({tuple(w.tolist()) for w in written}) == 3  # three different pixels
     untouched = memory.pixel[[0, 2]].clone()
     memory.enqueue(feats, labels)  # 3 + 3 >= 5: the last three slots, pointer back to 0
-    assert memory.pixel_ptr == [0, 0, 0] and memory.region_ptr == [0, 0, 0]
+    assert memory.pixel_ptr.tolist() == [0, 0, 0] and memory.region_ptr.tolist() == [0, 0, 0]
     assert all(any(torch.allclose(w, c) for c in cls1.T) for w in memory.pixel[1, 2:])
     torch.testing.assert_close(memory.pixel[[0, 2]], untouched)  # absent classes and the ignore label: nothing
+
+
+def _enqueue_one_by_one(pixel, region, pixel_ptr, region_ptr, feats, labels, picks):
+    """The reference's enqueue written as its loop (per image, per class present), with given draws."""
+    for feat, label, pick in zip(feats.flatten(2), labels.flatten(1), picks):
+        for c in torch.unique(label).tolist():
+            if c == 255 or c >= pixel.shape[0]:
+                continue
+            where = (label == c).nonzero().squeeze(1)
+            region[c, region_ptr[c]] = F.normalize(feat[:, where].mean(1), dim=0)
+            region_ptr[c] = (region_ptr[c] + 1) % region.shape[1]
+            k = min(len(where), pick.shape[1])
+            picked = F.normalize(feat[:, pick[c, :k]].T, dim=1)
+            if pixel_ptr[c] + k >= pixel.shape[1]:
+                pixel[c, -k:], pixel_ptr[c] = picked, 0
+            else:
+                pixel[c, pixel_ptr[c]:pixel_ptr[c] + k], pixel_ptr[c] = picked, pixel_ptr[c] + k
+
+
+@pytest.mark.parametrize("mode", ["class", "authors"])
+def test_cirkd_enqueue_without_host_syncs_equals_the_references_loop(mode):
+    """Many steps over short queues (pointers wrapping at every place an image can end): the vectorised enqueue
+    writes what the reference's per-image, per-class loop writes, given the same draws; the draws are pixels of
+    the class (``class``) or image positions 0..n-1 (``authors``)."""
+    torch.manual_seed(0)
+    memory = ClassMemory(num_classes=4, dim=3, pixel_size=70, region_size=4, seed=1, enqueue=mode)
+    pixel, region = memory.pixel.clone(), memory.region.clone()
+    pixel_ptr, region_ptr = [0] * 4, [0] * 4
+    for step in range(12):
+        feats = F.normalize(torch.randn(4, 3, 5, 5), dim=1)
+        labels = torch.randint(0, 5, (4, 5, 5))  # class 4: not a queue's (as the ignore label)
+        labels[:, 0] = 255
+        labels[step % 4] = torch.where(labels[step % 4] == 2, 1, labels[step % 4])  # some classes absent
+        classes = labels.flatten(1)[:, None, :] == torch.arange(4)[None, :, None]
+        counts = classes.sum(2)
+        state = memory.generator.get_state()
+        picks = memory.draw(classes, counts)
+        for n in range(4):
+            for c in range(4):
+                k = min(int(counts[n, c]), 16)
+                chosen = picks[n, c, :k]
+                assert len(set(chosen.tolist())) == k
+                if mode == "class":
+                    assert (labels[n].flatten()[chosen] == c).all()
+                else:
+                    assert (chosen < counts[n, c]).all()
+        memory.generator.set_state(state)  # enqueue draws the same picks
+        memory.enqueue(feats, labels)
+        _enqueue_one_by_one(pixel, region, pixel_ptr, region_ptr, feats, labels, picks)
+        torch.testing.assert_close(memory.pixel, pixel)
+        torch.testing.assert_close(memory.region, region)
+        assert memory.pixel_ptr.tolist() == pixel_ptr and memory.region_ptr.tolist() == region_ptr
 
 
 def _cirkd(num_classes=3, dataset=None, **values):
@@ -109,7 +161,7 @@ def test_cirkd_weights_per_dataset_and_its_queues_in_the_state_dict():
     assert not torch.equal(other.methods["cirkd"].memory.pixel, d.methods["cirkd"].memory.pixel)
     other.trainable_modules().load_state_dict(state)
     a, b = d.methods["cirkd"].memory, other.methods["cirkd"].memory
-    assert torch.equal(a.pixel, b.pixel) and torch.equal(a.region, b.region) and a.pixel_ptr == b.pixel_ptr
+    assert torch.equal(a.pixel, b.pixel) and torch.equal(a.region, b.region) and torch.equal(a.pixel_ptr, b.pixel_ptr)
     assert torch.equal(a.randperm(30, "cpu"), b.randperm(30, "cpu"))  # the same generator state
     with pytest.raises(ValueError, match="--cirkd_pixel_memory"):
         _cirkd(pixel_memory=10.0).trainable_modules().load_state_dict(state)

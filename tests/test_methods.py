@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from distillation import (
     METHODS,
@@ -320,3 +321,43 @@ def test_every_loss_reduces_over_the_global_batch(tmp_path):
         for r, result in enumerate(ranks):
             assert result[name][0] == pytest.approx(value, rel=1e-9), name
             torch.testing.assert_close(result[name][1] / 2, grad[2 * r:2 * r + 2], rtol=1e-7, atol=1e-12, msg=name)
+
+
+class _HostSyncs(TorchDispatchMode):
+    """Counts the ops of a step that make the host wait for a GPU: reading a value back (``.item()``, ``.tolist()``,
+    ``if tensor``), ops whose output size depends on the data (``nonzero``, ``unique``, ``masked_select``, an
+    index or index_put with a boolean mask).  Seen on CPU through the dispatcher; on a GPU
+    ``torch.cuda.set_sync_debug_mode`` also sees host-to-device copies (``benchmarks/gpu_check.py``)."""
+    SYNCS = {"_local_scalar_dense", "nonzero", "unique", "_unique", "_unique2", "unique_dim", "unique_consecutive",
+             "masked_select", "is_nonzero", "equal", "allclose", "repeat_interleave"}
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name.split("::")[1]
+        if name in self.SYNCS or (name.startswith("index") and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] if len(args) > 1 and
+                                                                               isinstance(args[1], (list, tuple))
+                                                                               else ()))):
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_a_training_step_of_every_method_makes_no_host_sync(name):
+    """The teacher, the student, every method's terms and the backward: nothing in them waits for the device
+    (CIRKD's queues and Af-DCD's negatives included), so a GPU step runs ahead of the host."""
+    torch.manual_seed(0)
+    d = build_distiller(DeepLab(num_classes=3, backbone="resnet18"), teacher_for(name), flags(name)).train()
+    x = torch.randn(2, 3, 48, 48)
+    labels = labels_for(x)
+    for _ in range(2):  # CIRKD: the second step enqueues over written slots
+        with _HostSyncs() as syncs:
+            _, terms = d(x, labels=labels)
+            sum(terms.values()).backward()
+        assert syncs.seen == [], syncs.seen
+    with _HostSyncs() as syncs:  # the counter sees one
+        bool(x.sum() > 0), x[x > 0]
+    assert syncs.seen == ["_local_scalar_dense", "index"]
