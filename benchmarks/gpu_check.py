@@ -1,17 +1,21 @@
-"""The CUDA paths in one command, on generated data: one JSON and one table (about 8 minutes on one H100/H200).
+"""The CUDA paths in one command, on generated data: one JSON and one table (under 8 minutes on one H100/H200).
 
 1. ``step_time.py`` at crop 513, batch 6, ResNet-101 -> ResNet-18: fp32, ``--amp``, ``--amp --channels-last``,
-   ``--amp --channels-last --compile``: student step, teacher forward, AttnFD step, the ratio to the floor, peak
-   CUDA memory of each phase alone (not under --compile: each phase would compile again);
+   with ``--compile-methods``, with ``--compile``: student step, teacher forward, AttnFD step, the ratio to the
+   floor, the steady-state peak CUDA memory (allocated, reserved) of each phase alone (fp32 and amp+channels_last),
+   the host syncs of one step;
 2. the same AttnFD step (``--amp --channels-last``) with the teacher in eval mode, and with each comparison method
-   on beside AttnFD, one line each;
-3. whole-CLI throughput of ``train_kd.py``: plain, ``torchrun --nproc_per_node 1``, and with ``--sync-bn``;
+   on beside AttnFD, one line each (time, ratio to the floor, host syncs);
+3. whole-CLI throughput of ``train_kd.py`` in a steady state (``--iters`` iterations after the first ones):
+   plain, ``torchrun --nproc_per_node 1``, and with ``--sync-bn``, beside batch / step time;
 4. ``train_kd.py`` for 2 epochs in fp32, ``--amp`` and ``--amp --amp-dtype fp16`` (GradScaler), same data and seed:
    every loss finite, the final train losses within ``--tolerance`` (relative) of fp32's.
 
-It checks the targets of the speed work (on H100/H200-class GPUs): AttnFD step / (student step + teacher
-forward) <= 1.10 in fp32 and AMP; ``--amp --channels-last`` AttnFD step <= 0.5 x fp32; AttnFD-step peak memory
-<= 1.2 x the student step's + the teacher forward's; 1-GPU torchrun within 5% of plain.
+A row that fails is reported (its error in the table and the JSON) and the others still run; each command has a
+time limit.  It checks the targets of the speed work (on H100/H200-class GPUs): AttnFD step / (student step +
+teacher forward) <= 1.10 in fp32 and AMP; every method's step <= 1.5 x the floor, with no host sync;
+``--amp --channels-last`` AttnFD step <= 0.5 x fp32; AttnFD-step peak memory <= 1.2 x the student step's + the
+teacher forward's; steady-state CLI throughput >= 0.9 x batch / step time; 1-GPU torchrun within 5% of plain.
 
 python benchmarks/gpu_check.py --json gpu_check.json
 python benchmarks/gpu_check.py --device cpu --quick      # the CPU dry run: tiny sizes, every section once
@@ -23,6 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import torch
 
@@ -35,8 +40,10 @@ from utils.cli import ArgumentParser, cli_main, number  # noqa: E402
 from utils.outputs import Outputs  # noqa: E402
 from utils.saver import experiment_id, save_atomic  # noqa: E402
 
-STEP_SETTINGS = {"fp32": [], "amp": ["--amp"], "amp+channels_last": ["--amp", "--channels-last"],
+STEP_SETTINGS = {"fp32": [], "amp": ["--amp", "--no-memory"], "amp+channels_last": ["--amp", "--channels-last"],
+                 "amp+channels_last+compile-methods": ["--amp", "--channels-last", "--compile-methods", "--no-memory"],
                  "amp+channels_last+compile": ["--amp", "--channels-last", "--compile", "--no-memory"]}
+LIMIT_S = 240  # one command's time limit
 
 
 def get_args_parser():
@@ -52,32 +59,59 @@ def get_args_parser():
     return p
 
 
-def python(*args, env=None):
-    """Run a script of this project; its stdout, or an error naming the command and its last line."""
-    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=env)
+class Failed(Exception):
+    """A row that did not run: its message goes into the table and the JSON."""
+
+
+def python(*args, env=None, limit=LIMIT_S):
+    """Run a script of this project; its stdout, or Failed naming the command and its last line."""
+    name = " ".join(os.path.basename(str(a)) for a in args[:1])
+    try:
+        out = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=env,
+                             timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise Failed(f"{name}: over its {limit} s limit") from None
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["(no output)"])[-1]
-        sys.exit(f"error: {' '.join(os.path.basename(str(a)) for a in args[:2])} failed: {last}")
+        raise Failed(f"{name} failed: {last[:300]}")
     return out.stdout
+
+
+def attempt(rows, name, fn):
+    """``rows[name] = fn()``, or its failure as ``{"error": ...}``, printed at once either way."""
+    start = time.time()
+    try:
+        rows[name] = fn()
+        print(f"  {name}: done in {time.time() - start:.0f} s", flush=True)
+    except Exception as e:  # a row that fails is reported; the others still run
+        rows[name] = {"error": str(e) if isinstance(e, Failed) else f"{type(e).__name__}: {e}"}
+        print(f"  {name}: FAILED ({rows[name]['error']})", flush=True)
+    return rows[name]
 
 
 def step_times(a, work):
     size = ["--crop", "64", "--batch-size", "2", "--iters", "2", "--warmup", "1"] if a.quick else \
         ["--crop", "513", "--batch-size", "6", "--iters", "20", "--warmup", "5"]
+    short = [] if a.quick else ["--iters", "10", "--warmup", "3", "--no-memory"]  # the method rows
     base = [os.path.join(ROOT, "benchmarks", "step_time.py"), "--device", a.device, *size]
     if a.quick:
         base += ["--student", "mobilenet", "--teacher", "resnet18"]
     # a step_time.py run that measured no memory (--no-memory) reports NaN peaks
     runs = {"fp32": ["--no-memory"]} if a.quick else dict(STEP_SETTINGS)  # --quick: each code path once
     methods = ["kd"] if a.quick else [m for m in METHODS if m != "attnfd"]
-    variants = {**({} if a.quick else {"teacher-eval": ["--no-teacher-train-mode"]}),
-                **{f"+{m}": ["--methods", "attnfd", m] + (["--no-memory"] if a.quick else []) for m in methods}}
+    variants = {**({} if a.quick else {"teacher-eval": ["--no-teacher-train-mode", *short]}),
+                **{f"+{m}": ["--methods", "attnfd", m, *short] + (["--no-memory"] if a.quick else [])
+                   for m in methods}}
     rows = {}
-    for name, flags in [*runs.items(), *((k, STEP_SETTINGS["amp+channels_last"] + v) for k, v in variants.items())]:
+    for name, flags in [*runs.items(), *((k, ["--amp", "--channels-last"] + v) for k, v in variants.items())]:
         path = os.path.join(work, f"step-{name}.json")
-        python(*base, *flags, "--json", path)
-        with open(path) as f:
-            rows[name] = json.load(f)
+
+        def one(flags=flags, path=path):
+            python(*base, *flags, "--json", path)
+            with open(path) as f:
+                return json.load(f)
+
+        attempt(rows, name, one)
     return rows
 
 

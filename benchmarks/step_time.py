@@ -1,9 +1,11 @@
 """Time and memory of one student training step, one teacher forward and one distillation step.
 
 The floor of a distillation step is ``student step + teacher forward``; the report gives each phase's
-median time over ``--iters`` steps (after ``--warmup``; the phases take turns in one process) and its
-peak memory (CUDA: max allocated; CPU: peak RSS above the process's size after start-up), each phase
-built and run alone in a fresh process for that.
+median time over ``--iters`` steps (after ``--warmup``; the phases take turns in one process), its
+steady-state peak memory (each phase built and run alone in a fresh process; the peak statistics reset after
+the warm-up, so the cuDNN autotuner's trial workspaces are left out: CUDA max allocated and max reserved; CPU:
+peak RSS above the process's size after start-up), and the host syncs of one distillation step (``HostSyncs``:
+on CUDA every sync, through ``torch.cuda.set_sync_debug_mode``).
 
 python benchmarks/step_time.py --crop 513 --batch-size 6                       # CUDA if available
 python benchmarks/step_time.py --crop 257 --batch-size 4 --device cpu --amp --channels-last
@@ -27,7 +29,7 @@ from modeling import DeepLab  # noqa: E402
 from modeling.backbone import BACKBONES  # noqa: E402
 from training import SGD, train_step  # noqa: E402
 from utils.cli import ArgumentParser, cli_main, number  # noqa: E402
-from utils.device import Precision  # noqa: E402
+from utils.device import HostSyncs, Precision  # noqa: E402
 from utils.loss import SegmentationLosses  # noqa: E402
 from utils.outputs import Outputs  # noqa: E402
 
@@ -50,6 +52,7 @@ def get_args_parser():
                    help="the distillation step's methods, each at its paper's weight")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the student / distiller")
+    p.add_argument("--compile-methods", action="store_true", help="as train_kd.py: torch.compile the methods alone")
     p.add_argument("--teacher-train-mode", action=argparse.BooleanOptionalAction, default=True,
                    help="as train_kd.py (the reference's teacher mode; no autograd either way)")
     p.add_argument("--warmup", type=COUNT, default=3)
@@ -88,6 +91,8 @@ def build(a, phases):
         student_ = student or DeepLab(num_classes=a.classes, backbone="mobilenet")
         methods = {n: {h.name: h.value for h in METHODS[n].hyper} for n in a.methods}  # their papers' values
         net = build_distiller(student_, teacher, methods, teacher_train_mode=a.teacher_train_mode)
+        if a.compile_methods:
+            net.compile_methods()
         needs = set().union(*(m.teacher_needs for m in net.methods.values()))
     net = precision.prepare(net if teacher else student).train()
     opt = SGD([p for p in net.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)  # as the trainer's
@@ -102,18 +107,47 @@ def build(a, phases):
     return {p: fns[p] for p in phases}, device
 
 
-def peak_memory(a):
-    """Internal (--phase): peak memory of one phase, built alone in this fresh process; one JSON line."""
-    base_rss = peak_rss_mb()
-    fns, device = build(a, [a.phase])
+def reset_peak(device):
+    """Start the peak statistics again: CUDA's allocator's, or (Linux) the process's peak RSS."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    for _ in range(max(a.warmup, 1) + 2):
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # VmHWM back to the current RSS
+    except OSError:
+        pass
+
+
+def peak_memory(a):
+    """Internal (--phase): steady-state peak memory of one phase, built alone in this fresh process, measured over
+    3 steps after the warm-up; one JSON line."""
+    base_rss = peak_rss_mb()
+    fns, device = build(a, [a.phase])
+    for _ in range(max(a.warmup, 1)):
+        fns[a.phase]()
+    reset_peak(device)
+    for _ in range(3):
         fns[a.phase]()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else peak_rss_mb() - base_rss
-    print(json.dumps({"phase": a.phase, "peak_mb": peak}))
+        peak, reserved = (f(device) / 2**20 for f in (torch.cuda.max_memory_allocated, torch.cuda.max_memory_reserved))
+    else:
+        peak, reserved = peak_rss_mb() - base_rss, float("nan")
+    print(json.dumps({"phase": a.phase, "peak_mb": peak, "reserved_mb": reserved}))
+
+
+def host_syncs(a):
+    """The host syncs of one distillation step after the warm-up (op names)."""
+    fns, device = build(a, ["kd"])
+    for _ in range(max(a.warmup, 1)):
+        fns["kd"]()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    with HostSyncs(device) as syncs:
+        fns["kd"]()
+    return syncs.seen
 
 
 def timings(a):
@@ -144,13 +178,14 @@ def run(a):
     if a.json:  # the phases report on stdout; only this process writes the file
         i = next(i for i, arg in enumerate(forwarded) if arg.startswith("--json"))
         del forwarded[i:i + (1 if "=" in forwarded[i] else 2)]
-    memory = {p: {"peak_mb": float("nan")} for p in PHASES}
+    memory = {p: {"peak_mb": float("nan"), "reserved_mb": float("nan")} for p in PHASES}
     for phase in [] if a.no_memory else PHASES:
         out = subprocess.run([sys.executable, os.path.abspath(__file__), *forwarded, "--phase", phase],
                              capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"error: the {phase} phase failed:\n{out.stderr.strip().splitlines()[-1] if out.stderr else ''}")
         memory[phase] = json.loads(out.stdout.strip().splitlines()[-1])
+    syncs = host_syncs(a)
     results = timings(a)
     for phase in PHASES:
         results[phase].update(memory[phase])
@@ -160,7 +195,7 @@ def run(a):
               "student": a.student, "teacher": a.teacher, "teacher_train_mode": a.teacher_train_mode,
               "methods": a.methods,
               "iters": a.iters, "phases": results, "kd_over_floor": k / (s + t),
-              "kd_memory_over_sum": mk / (ms + mt)}
+              "kd_memory_over_sum": mk / (ms + mt), "host_syncs": len(syncs), "host_sync_ops": syncs[:20]}
     mem = "MiB max allocated" if dev.type == "cuda" else "MiB peak RSS growth"
     print(f"device {name}, {precision}, crop {a.crop}, batch {a.batch_size}, median of {a.iters}")
     print(f"student ({a.student}) step {s:9.1f} ms  {ms:8.0f} {mem}")
@@ -169,6 +204,10 @@ def run(a):
     step = "AttnFD step" if a.methods == ["attnfd"] else "+".join(a.methods) + " step"
     print(f"{step:<22} {k:9.1f} ms  {mk:8.0f} {mem}")
     print(f"{step} / (student step + teacher fwd) = {k / (s + t):.3f}; memory / sum = {mk / (ms + mt):.3f}")
+    if dev.type == "cuda":
+        print(f"max reserved MiB: student {results['student']['reserved_mb']:.0f}, teacher "
+              f"{results['teacher']['reserved_mb']:.0f}, step {results['kd']['reserved_mb']:.0f}")
+    print(f"host syncs in one {step}: {len(syncs)}" + (f" ({', '.join(syncs[:5])})" if syncs else ""))
     if a.json:
         outputs.write_json(a.json, report)
     return report

@@ -14,10 +14,14 @@ an align conv (1x1 to the teacher's channels, with bias), a random mask (each po
   = -L1 distance, CE at T 0.07 summed, divided by the pooled H x W and by B;
 * KD on the logits at T 1.
 
-Weights (OSVAI/Af-DCD @ f1e1a24): KD 1 everywhere; mimicking / contrastive as its training scripts set them
-per dataset: Pascal VOC 1e-6 / 0.005, Cityscapes 2e-6 / 0.005 (``train_scripts/.../deeplabv3_res18*.sh``),
-CamVid 8e-6 / 0.01 (``train_scripts/camvid/deeplabv3_res18.sh``); any other dataset (here ``synthetic``) takes
-``train_ocmgd.py``'s argparse defaults, 4e-5 / 0.001.  ``--afdcd_mimic`` / ``--afdcd_contrast`` override them.
+Weights (OSVAI/Af-DCD @ 5b086a7): KD 1; mimicking / contrastive as its training scripts set them per dataset:
+Pascal VOC 1e-6 / 0.005 (``train_scripts/voc/deeplabv3_res18.sh``), Cityscapes 2e-6 / 0.005
+(``train_scripts/cityscape/deeplabv3_r101_deeplabv3_r18_ocmgd.sh``; that script also passes
+``--rand_mask False --enhance_projector True``, flags its argparse does not know, so it cannot run as written),
+CamVid 8e-6 / 0.01 (``train_scripts/camvid/deeplabv3_res18.sh``; on CamVid ``ocmgd.py`` does not max-pool the maps
+before the contrastive term, and here neither); any other dataset (here ``synthetic``) takes ``train_ocmgd.py``'s
+argparse defaults, 4e-5 / 0.001.  ``--afdcd_mimic`` / ``--afdcd_contrast`` override them.  Its DeepLabV3 gives
+stride-8 logits to KD; here KD reads the student's logits at the input size (the same pixel mean).
 Adapted: a pooled map that does not divide into 4 x 4 patches
 is cropped to one that does (Af-DCD's maps always did), and on maps too small for them (crops under about 256 px)
 the pooling, then the patch, shrinks; the align conv exists also for equal channel counts (the
@@ -108,7 +112,9 @@ class AfDCD(Method):
         mimic, contrast = SCRIPT_WEIGHTS.get(dataset, ARGPARSE_WEIGHTS)
         values = {**values, "mimic": mimic if values.get("mimic") is None else values["mimic"],
                   "contrast": contrast if values.get("contrast") is None else values["contrast"]}
-        return cls(student, teacher, **values)
+        method = cls(student, teacher, **values)
+        method.pooled = dataset != "camvid"  # ocmgd.py's camvid branch: no max-pool, the map cut to patches
+        return method
 
     def __init__(self, student, teacher, **values):
         super().__init__(student, teacher, **values)
@@ -121,10 +127,12 @@ class AfDCD(Method):
         self.projector = nn.Sequential(nn.Conv2d(t_ch, t_ch, 3, padding=1), nn.ReLU(inplace=True),
                                        nn.Conv2d(t_ch, t_ch, 3, padding=1))
         self.student_relu, self.teacher_relu = student.backbone.stage_relu, teacher.backbone.stage_relu
+        self.pooled = True
 
     def notes(self):
         return [f"Af-DCD: lambda {self.weight} x (KD {self.kd}, contrastive {self.contrast}, mimicking {self.mimic}); "
-                f"mask ratio {self.mask_ratio}, {GROUPS} channel groups, {PATCH}x{PATCH} patches, T {TAU}"]
+                f"mask ratio {self.mask_ratio}, {GROUPS} channel groups, {PATCH}x{PATCH} patches, T {TAU}"
+                + ("" if self.pooled else "; contrastive map not pooled (its camvid setting)")]
 
     def project(self, s):
         """The student's backbone tap, aligned, masked (in training) and projected."""
@@ -138,7 +146,7 @@ class AfDCD(Method):
         s, t = student.taps["backbone"], teacher.taps["backbone"]
         s, t = F.relu(s) if self.student_relu else s, F.relu(t) if self.teacher_relu else t  # c4 as the nets give it
         projected = self.project(s)
-        pool = max(1, round(32 * t.shape[2] / student.logits.shape[2]))  # kernel 4 at stride 8, 2 at stride 16
+        pool = max(1, round(32 * t.shape[2] / student.logits.shape[2])) if self.pooled else 1  # 4 at stride 8
         terms = {"afdcd/kd": self.kd * kd_loss(student.logits, teacher.logits),
                  "afdcd/mimic": self.mimic * mimic_loss(projected, t),
                  "afdcd/contrast": self.contrast * contrastive_loss(projected, t, pool)}

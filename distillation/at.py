@@ -1,10 +1,12 @@
 """AT (Zagoruyko & Komodakis, ICLR 2017): attention transfer at the four backbone stages.  The
 attention map of a stage is the channel mean of its squared activations, flattened and L2-normalised
-per sample; the loss is beta/2 x sum over stages of mean((Q_s - Q_t)^2), the paper's form with
-beta = 1000 (its default; CIRKD applies the same map to one late feature with weight 1e4).  The authors' training
-scripts (szagoruyko/attention-transfer, cifar.py / imagenet.py) add beta x the sum, twice the paper's term:
-``--at-formula code``.  The default stays the paper's: it is the method's definition, this codebase's AT rows were
-measured with it, and the code's term is the paper's at beta = 2000, one flag away.
+per sample; the loss is beta/2 x sum over stages of mean((Q_s - Q_t)^2): the paper's beta/2 (its eq. 2) on the
+distance its code computes (``utils.at_loss``: the mean of the squared differences; the paper writes a p-norm and
+folds the map size and batch into beta), beta = 1000 (its default; CIRKD applies the same map to one late feature
+with weight 1e4).  The authors' training scripts (szagoruyko/attention-transfer, cifar.py / imagenet.py) add beta x
+the sum, twice this term: ``--at-formula code`` (their 1-GPU term; imagenet.py's ``--ngpu 2`` sums the two GPUs'
+means, twice that again).  The default stays ``paper``: this codebase's AT rows were measured with it, and the
+code's term is it at beta = 2000, one flag away.
 
 Activations are the stage outputs after their ReLU, as the paper's (ResNet stage outputs); a student map
 of another resolution is resized to the teacher's.  Channel counts may differ: the maps are channel means.

@@ -71,6 +71,14 @@ class Distiller(nn.Module):
     def notes(self):
         return [line for m in self.methods.values() for line in m.notes()]
 
+    def compile_methods(self, **options):
+        """torch.compile each method alone (``train_kd.py --compile-methods``): its CBAMs, connectors and losses, the
+        many small kernels of a step above its floor, fused; the student and the teacher run as they are, so it
+        compiles in seconds.  ``options``: torch.compile's."""
+        for method in self.methods.values():
+            method.compile(**options)
+        return self
+
     @torch.no_grad()
     def teacher_features(self, images, logits=False, stages=False, labels=None):
         """The teacher's taps (and logits / stages only when asked: nothing else is kept).  A label-assisted

@@ -272,6 +272,15 @@ def test_afdcd_weights_per_dataset_mask_and_small_maps():
     # OSVAI/Af-DCD: its VOC, Cityscapes and CamVid scripts; train_ocmgd.py's argparse defaults elsewhere
     assert {ds: (m.mimic, m.contrast) for ds, m in built.items()} == {
         "pascal": (1e-6, 0.005), "cityscapes": (2e-6, 0.005), "camvid": (8e-6, 0.01), "synthetic": (4e-5, 0.001)}
+    assert {ds: m.pooled for ds, m in built.items()} == {"pascal": True, "cityscapes": True, "camvid": False,
+                                                          "synthetic": True}  # ocmgd.py: camvid not max-pooled
+    camvid = built["camvid"].eval()  # eval: no mask, so the term can be recomputed
+    s, t = Features(torch.randn(2, 3, 64, 64), {"backbone": torch.randn(2, 320, 8, 8)}), \
+        Features(torch.randn(2, 3, 64, 64), {"backbone": torch.randn(2, 512, 8, 8).relu()})
+    with torch.no_grad():
+        got = camvid(s, t)["afdcd/contrast"]
+        unpooled = contrastive_loss(camvid.project(s.taps["backbone"]), t.taps["backbone"], pool=1)
+    assert got.item() == pytest.approx(0.01 * unpooled.item(), rel=1e-5)
     given = build_distiller(student, teacher, {"afdcd": {**values, "mimic": 0.5, "contrast": 0}}, dataset="pascal")
     assert (given.methods["afdcd"].mimic, given.methods["afdcd"].contrast) == (0.5, 0)  # flags win
     method = build_distiller(student, teacher, {"afdcd": values}).methods["afdcd"].train()

@@ -107,6 +107,9 @@ def add_distillation_flags(p):
     p.add_argument("--distill-aspp-dropout", action="store_true",
                    help="keep the ASPP Dropout(0.5) in the distillation forward (the reference's extract_feature "
                         "skips it for teacher and student; plain train.py keeps it)")
+    p.add_argument("--compile-methods", action="store_true",
+                   help="torch.compile each distillation method alone (its attention modules, connectors and losses: "
+                        "many small kernels), not the student or the teacher: compiles in seconds")
     p.add_argument("--student-cbam-mlp", default="train", choices=["train", "frozen"],
                    help="the student's CBAM channel-gate MLP (Linear layers): trained with its part, or frozen "
                         "at init as in the reference, whose optimizer collects only Conv2d/BN parameters")

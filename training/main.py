@@ -113,6 +113,8 @@ def setup(args):
                     attention_in_path=args.attention_in_path, freeze_bn=args.freeze_bn,
                     label_channel=args.label_assisted)
     distiller = distill(args, model, num_classes, log) if args.kd else None
+    if distiller is not None and args.compile_methods:
+        distiller.compile_methods()
     if args.sync_bn and world > 1:
         distributed.convert_sync_batchnorm(distiller or model, args.cuda)  # teacher too: train-mode BN statistics
     elif args.sync_bn:

@@ -124,3 +124,49 @@ def device_memory(cuda=False, index=0):
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+class HostSyncs:
+    """Within: the host syncs of the code run, as a list of op names.  On a GPU, ``torch.cuda.set_sync_debug_mode``
+    sees every one (host-to-device copies too); on any device the dispatcher sees the ops that make the host wait
+    for a GPU: reading a value back (``.item()``, ``.tolist()``, ``if tensor``), and ops whose output size depends
+    on the data (``nonzero``, ``unique``, ``masked_select``, an index or index_put with a boolean mask)."""
+    OPS = {"_local_scalar_dense", "nonzero", "unique", "_unique", "_unique2", "unique_dim", "unique_consecutive",
+           "masked_select", "is_nonzero", "equal", "allclose", "repeat_interleave"}
+
+    def __init__(self, device="cpu"):
+        self.device, self.seen = torch.device(device), []
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        outer = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                name = func._schema.name.split("::")[1]
+                masks = args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else ()
+                if name in outer.OPS or (name.startswith("index") and any(
+                        isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in masks)):
+                    outer.seen.append(name)
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode()
+        self.mode.__enter__()
+        if self.device.type == "cuda":
+            import warnings
+
+            self.caught = warnings.catch_warnings(record=True)
+            self.warned = self.caught.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+            self.caught.__exit__(*exc)
+            self.seen += [f"cuda: {str(w.message).splitlines()[0][:80]}" for w in self.warned
+                          if "synchroniz" in str(w.message)]
+        self.mode.__exit__(*exc)
+        return False

@@ -100,9 +100,9 @@ def table(result):
     budget = result.get("budget")
     if budget and budget["iterations"]:
         what = "FLOPs" if budget["by"] == "flops" else "wall seconds (on this machine)"
-        lines += ["", f"Equal compute: each row `<name>.{budget['by']}` trains the iterations that give it the training "
-                      f"{what} of `{budget['ref']}`, its mean over the seeds (the rows without a suffix train the common "
-                      f"args' length): "
+        lines += ["", f"Equal compute: each row `<name>.{budget['by']}` trains the iterations that give it the "
+                      f"training {what} of `{budget['ref']}`, its mean over the seeds (the rows without a suffix "
+                      f"train the common args' length): "
                   + ", ".join(f"`{n}` {k}" for n, k in budget["iterations"].items()) + "."]
     for name, fails in result["failed"].items():
         lines += [f"- FAILED `{name}` seed {s}: {why}" for s, why in fails.items()]
