@@ -1,10 +1,12 @@
 """Whole-CLI training throughput: images/s of train.py and train_kd.py on generated data, as a user runs them.
 
-Generates a synthetic dataset at ``--size`` px (513 by default, Pascal's crop) in the VOC format, writes a
-randomly initialised ResNet-101 teacher checkpoint, runs one epoch of each CLI per precision setting
-(``--no-val``; train_kd.py with ``--no-warmup``, so the epoch is a distillation epoch, not the warm-up),
-and reads images/s and the share of time spent waiting for data from each run's history.json, so a
-data-loading bottleneck shows.  Nothing here measures accuracy.
+Generates a synthetic dataset at ``--size`` px (513 by default, Pascal's crop) in the VOC format, its train list
+repeating the ``--images`` images so that one epoch has ``STEADY_AFTER + --iters`` iterations, writes a randomly
+initialised ResNet-101 teacher checkpoint, runs one epoch of each CLI per precision setting (``--no-val``;
+train_kd.py with ``--no-warmup``, so the epoch is a distillation epoch, not the warm-up), and reads from each run's
+history.json the steady-state images/s (the ``--iters`` iterations after the first ``STEADY_AFTER``: start-up left
+out), the whole epoch's, and the share of time spent waiting for data, so a data-loading bottleneck shows.
+Nothing here measures accuracy.
 
 python benchmarks/throughput.py                                  # CUDA if available; fp32 and --amp --channels-last
 python benchmarks/throughput.py --images 24 --batch-size 4 --no-cuda --json throughput.json
@@ -23,6 +25,7 @@ sys.path.insert(0, ROOT)
 from dataloaders.synthetic import generate  # noqa: E402
 from modeling import DeepLab  # noqa: E402
 from modeling.backbone import BACKBONES  # noqa: E402
+from training.loop import STEADY_AFTER  # noqa: E402
 from utils.cli import ArgumentParser, UsageError, cli_main, number  # noqa: E402
 from utils.device import default_workers  # noqa: E402
 from utils.outputs import Outputs  # noqa: E402
@@ -40,6 +43,9 @@ def get_args_parser():
     p.add_argument("--size", type=POSITIVE, default=513, help="image side and crop")
     p.add_argument("--images", type=POSITIVE, default=None, help="train images (default 96 on CUDA, 24 on CPU)")
     p.add_argument("--batch-size", type=number(int, 2), default=6, help="at least 2, at most --images")
+    p.add_argument("--iters", type=POSITIVE, default=None,
+                   help="steady-state iterations measured (default 200 on CUDA, 10 on CPU), after the first "
+                        f"{STEADY_AFTER}")
     p.add_argument("--student", default="resnet18", choices=sorted(BACKBONES))
     p.add_argument("--workers", type=COUNT, default=default_workers())
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
@@ -69,6 +75,13 @@ def run(a):
     if not os.path.isdir(os.path.join(data, "VOC2012")):
         print(f"Generating {n} + 4 images of {a.size} px in {data} ...")
         generate(data, n, 4, a.size, seed=0)
+    iters = a.iters or (200 if cuda else 10)
+    listed = os.path.join(data, "VOC2012", "ImageSets", "Segmentation", "train.txt")
+    with open(listed) as f:
+        ids = sorted({line.strip() for line in f if line.strip()})
+    repeats = -(-(STEADY_AFTER + iters) * a.batch_size // len(ids))
+    with open(listed, "w") as f:  # the generated list, its images repeated: one long epoch
+        f.write("".join(f"{i}\n" for _ in range(repeats) for i in ids))
     teacher = os.path.join(work, "teacher.pth.tar")
     if not os.path.isfile(teacher):
         model = DeepLab(num_classes=7, backbone="resnet101")  # synthetic data: 7 classes
@@ -93,15 +106,20 @@ def run(a):
         with open(runs[-1]) as f:
             train = json.load(f)[-1]["train"]
         rows.append({"script": script, "setting": setting, "launcher": launcher,
-                     "images_per_s": train["images_per_s"], "data_wait": train["data_wait"]})
+                     "steady_images_per_s": train.get("steady_images_per_s", float("nan")),
+                     "images_per_s": train["images_per_s"], "data_wait": train["data_wait"],
+                     "iterations": train["iterations"]})
     device = torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()}"
-    print(f"\n{device}, {a.size} px, batch {a.batch_size}, {n} images, {a.workers} workers, one epoch\n")
-    print("| script | precision | launcher | images/s | waiting for data |\n|---|---|---|---|---|")
+    print(f"\n{device}, {a.size} px, batch {a.batch_size}, {n} images repeated to {repeats * len(ids)}, "
+          f"{a.workers} workers; steady state: {iters} iterations after the first {STEADY_AFTER}\n")
+    print("| script | precision | launcher | steady images/s | epoch images/s | waiting for data |\n"
+          "|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['script']} | {r['setting']} | {r['launcher']} | {r['images_per_s']:.2f} | "
-              f"{100 * r['data_wait']:.0f}% |")
+        print(f"| {r['script']} | {r['setting']} | {r['launcher']} | {r['steady_images_per_s']:.2f} | "
+              f"{r['images_per_s']:.2f} | {100 * r['data_wait']:.0f}% |")
     if a.json:
         outputs.write_json(a.json, {"device": device, "size": a.size, "batch_size": a.batch_size, "images": n,
+                                    "epoch_images": repeats * len(ids), "steady_after": STEADY_AFTER,
                                     "workers": a.workers, "rows": rows})
     return rows
 

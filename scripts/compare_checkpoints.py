@@ -16,10 +16,11 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from training.loop import MEASUREMENTS  # noqa: E402
 from utils.cli import ArgumentParser, UsageError, one_line_errors  # noqa: E402
 from utils.saver import CheckpointError, load_file  # noqa: E402
 
-TIMINGS = {"images_per_s", "data_wait", "seconds", "iterations", "flops_per_iteration"}  # measurements, not state
+TIMINGS = MEASUREMENTS  # measurements, not state
 
 
 def differences(a, b, where=""):

@@ -13,6 +13,10 @@ from utils import distributed
 from utils.cli import stop_signals
 from utils.device import fp32
 
+STEADY_AFTER = 10  # iterations of an epoch left out of its steady-state images/s (start-up, first batches)
+# what an epoch's history records about its speed and cost: measurements, not state (compare_checkpoints ignores them)
+MEASUREMENTS = {"images_per_s", "steady_images_per_s", "data_wait", "seconds", "iterations", "flops_per_iteration"}
+
 
 class TrainingError(RuntimeError):
     """A run that cannot go on (a non-finite loss); the message says where and what to try."""
@@ -92,7 +96,8 @@ def train_one_epoch(net, loader, criterion, optimizer, schedule, precision, epoc
     losses are read back once (a NaN or inf stops the run) and written to ``writer``; every ``save_every``
     steps, and when a rank has caught a signal (``stop``, agreed at those points), ``save(iteration, partial) ->
     path`` writes a checkpoint (at the epoch's last iteration too: the resumed run then validates the epoch).
-    Returns the epoch's mean losses, images/s (of all processes), the share of time spent waiting for data, its
+    Returns the epoch's mean losses, images/s (of all processes; ``steady_images_per_s`` without its first
+    ``STEADY_AFTER`` iterations, from the first host sync after them), the share of time spent waiting for data, its
     wall seconds and iterations, and (``count_flops``) the FLOPs of its first step, of all processes
     (``torch.utils.flop_counter``: machine-independent; the step's numbers are those of an uncounted one).
     """
@@ -101,7 +106,7 @@ def train_one_epoch(net, loader, criterion, optimizer, schedule, precision, epoc
     writer = writer or NullWriter()
     net.train()
     totals, n = (dict(partial[0]), partial[1]) if partial else ({}, 0)
-    pending, data_wait, done = [], 0.0, 0
+    pending, data_wait, done, steady = [], 0.0, 0, None
     begin = tick = time.perf_counter()
     bar = tqdm(loader, desc="Train", dynamic_ncols=True, disable=not show)
     kwargs = {} if warmup is None else {"warmup": warmup}
@@ -122,6 +127,8 @@ def train_one_epoch(net, loader, criterion, optimizer, schedule, precision, epoc
         if len(pending) == log_interval or last or every or alone_stopping:  # the same iterations on every rank
             flush(pending, totals, writer, schedule.iters_per_epoch)  # the one host sync every --log-interval steps
             pending = []
+            if steady is None and done >= STEADY_AFTER:  # synced here: the steady state's clock starts
+                steady = (time.perf_counter(), done)
             bar.set_description(f"Train loss: {totals['total_loss_iter'] / n:.3f}" + (" (warm-up)" if warmup else ""))
             stopping = stop is not None and stop.agreed() is not None
             if every or stopping:
@@ -135,6 +142,8 @@ def train_one_epoch(net, loader, criterion, optimizer, schedule, precision, epoc
     seconds = time.perf_counter() - begin
     means = {k: v / max(n, 1) for k, v in totals.items()}
     means["images_per_s"] = done * batch / seconds
+    if steady is not None and done > steady[1]:  # after the first STEADY_AFTER iterations, to the last flush
+        means["steady_images_per_s"] = (done - steady[1]) * batch / (begin + seconds - steady[0])
     means["data_wait"] = data_wait / seconds
     means["seconds"], means["iterations"] = seconds, done
     if count_flops and done:
