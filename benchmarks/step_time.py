@@ -66,11 +66,12 @@ def get_args_parser():
     return p
 
 
-def peak_rss_mb():
-    """This process's peak RSS: VmHWM (Linux; ru_maxrss would carry the parent's peak across exec)."""
+def rss_mb(field="VmHWM"):
+    """This process's peak RSS (VmHWM), or its RSS now (VmRSS): Linux's /proc (ru_maxrss would carry the parent's
+    peak across exec; it is the fallback elsewhere)."""
     try:
         with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -123,7 +124,7 @@ def reset_peak(device):
 def peak_memory(a):
     """Internal (--phase): steady-state peak memory of one phase, built alone in this fresh process, measured over
     3 steps after the warm-up; one JSON line."""
-    base_rss = peak_rss_mb()
+    base_rss = rss_mb("VmRSS")
     fns, device = build(a, [a.phase])
     for _ in range(max(a.warmup, 1)):
         fns[a.phase]()
@@ -134,7 +135,7 @@ def peak_memory(a):
         torch.cuda.synchronize()
         peak, reserved = (f(device) / 2**20 for f in (torch.cuda.max_memory_allocated, torch.cuda.max_memory_reserved))
     else:
-        peak, reserved = peak_rss_mb() - base_rss, float("nan")
+        peak, reserved = rss_mb() - base_rss, float("nan")
     print(json.dumps({"phase": a.phase, "peak_mb": peak, "reserved_mb": reserved}))
 
 

@@ -5,6 +5,9 @@
 #   bash scripts/paper.sh pascal|cityscapes [OUT]          (OUT defaults to paper/<dataset>)
 #   GPUS=8 bash scripts/paper.sh pascal                    (every run under torchrun on 8 GPUs, one after another)
 #   SEEDS="1 2 3" DRY_RUN=1 bash scripts/paper.sh pascal   (print the commands, train nothing; DRY_RUN=0: a real run)
+#   SMOKE=1 SEEDS=1 JOBS=2 TEACHER=t.pth.tar bash scripts/paper.sh pascal OUT   (the whole pipeline in a minute, on
+#       whatever the dataset root holds, e.g. generated VOC-format data: 1 epoch, crop 32, batch 2, no ImageNet
+#       weights, no SBD; JOBS trainings at once)
 # Resumable: run it again after a stop; finished runs are kept, stopped ones go on from their last checkpoint.
 # The LAD row distils from its own label-assisted ResNet-18 teacher (train.py --label-assisted), trained first.
 # Nothing of it is claimed as reproduced until it has run on the real data (README, "Reproducing the paper").
@@ -27,6 +30,11 @@ LAD_T=$OUT/lad-teacher/$DATASET/lad-teacher/model_best.pth.tar
 COMMON="$DATA --backbone resnet18 --nesterov --batch-size 6 --crop-size 513"
 # every argument checked before anything trains
 fail() { echo "paper.sh: $*" >&2; exit 2; }
+case ${SMOKE:-0} in 0|no|false|"") SMOKE="" ;; 1|yes|true) SMOKE=1 ;; *) fail "SMOKE=$SMOKE: give 1 or 0" ;; esac
+[ -z "$SMOKE" ] || COMMON="--dataset $DATASET --epochs 1 --backbone resnet18 --nesterov --batch-size 2 --crop-size 32 \
+--base-size 32 --no-pretrained --workers 0"
+JOBS=${JOBS:-1}
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || fail "JOBS=$JOBS: give the number of trainings at once (1 or more)"
 [[ $GPUS =~ ^[1-9][0-9]*$ ]] || fail "GPUS=$GPUS: give a number of GPUs (1 or more)"
 case ${DRY_RUN:-0} in 0|no|false|"") DRY_RUN="" ;; 1|yes|true) DRY_RUN=1 ;; *) fail "DRY_RUN=$DRY_RUN: give 1 or 0" ;; esac
 for s in $SEEDS; do [[ $s =~ ^[0-9]+$ ]] || fail "SEEDS: '$s' is not a seed (give integers, e.g. SEEDS=\"1 2 3\")"; done
@@ -43,7 +51,7 @@ KD="train_kd.py --teacher_path $T --attn_lambda 0"
 paper=()
 for ((i = 0; i < ${#PAPER[@]}; i += 2)); do paper+=(--paper "${PAPER[i]}" "${PAPER[i+1]}"); done
 # shellcheck disable=SC2206
-GRID=(--out "$OUT" --seeds $SEEDS --resume "${SWEEP_LAUNCH[@]}" "${paper[@]}"
+GRID=(--out "$OUT" --seeds $SEEDS --jobs "$JOBS" --resume "${SWEEP_LAUNCH[@]}" "${paper[@]}"
   --run baseline "train.py"
   --run kd "$KD --kd_lambda 1"
   --run overhaul "$KD --overhaul_lambda 1e-5"

@@ -136,7 +136,8 @@ def test_all_ten_methods_at_once_with_a_mobilenet_student(work, tmp_path):
           "--cwd_lambda", "3", "--dist_lambda", "1", "--skd_lambda", "1", "--cirkd_lambda", "1",
           "--cirkd_pixel_memory", "64", "--cirkd_region_memory", "16", "--lad_lambda", "3", "--afdcd_lambda", "1"]
     p = run("train_kd.py", "--epochs", "1", *kd, env=env, cwd=tmp_path)
-    for method in ("AttnFD", "KD", "AT", "Overhaul", "CWD", "DIST", "SKD", "CIRKD", "LAD", "Af-DCD"):
+    for method in ("AttnFD", "KD", "AT", "Overhaul", "CWD", "DIST", "SKD (without the holistic term)", "CIRKD", "LAD",
+                   "Af-DCD"):
         assert f"Distillation: {method}:" in p.stdout
     assert "teacher mode: train" in p.stdout and "label-assisted: its 4th input channel" in p.stdout
     exp = tmp_path / "run" / "synthetic" / "all" / "experiment_0"
