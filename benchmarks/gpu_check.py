@@ -118,7 +118,8 @@ def step_times(a, work):
 
 def throughput(a, work):
     """Steady-state train_kd.py images/s per launcher ({launcher: row}; a failed launcher's row is its error)."""
-    size = ["--size", "48", "--images", "2", "--batch-size", "2", "--iters", "2", "--settings", "fp32"] if a.quick \
+    size = ["--size", "48", "--images", "2", "--batch-size", "2", "--iters", "1", "--settings", "fp32", "--student",
+            "mobilenet", "--teacher", "resnet18"] if a.quick \
         else ["--size", "513", "--images", "96", "--batch-size", "6", "--iters", "200", "--settings",
               "amp+channels_last"]
     rows = {}
@@ -149,7 +150,8 @@ def amp_agreement(a, work):
                      "args": {"backbone": "resnet18"}}, teacher)
     env = {**os.environ, "ATTNFD_SYNTHETIC_ROOT": os.path.join(data, "VOC2012")}
     common = [os.path.join(ROOT, "train_kd.py"), "--dataset", "synthetic", "--base-size", str(size), "--crop-size",
-              str(size), "--batch-size", "2" if a.quick else "6", "--epochs", "2", "--lr", "0.01", "--no-pretrained",
+              str(size), "--batch-size", "2" if a.quick else "6", "--epochs", "1" if a.quick else "2", "--lr", "0.01",
+              "--no-pretrained",
               "--workers", "0" if a.quick else "4", "--teacher_path", teacher, "--no-val", "--seed", "3",
               "--run-dir", os.path.join(work, "amp-runs")]
     common += ["--no-cuda"] if a.device == "cpu" else []

@@ -135,27 +135,21 @@ def peak_memory(a):
         torch.cuda.synchronize()
         peak, reserved = (f(device) / 2**20 for f in (torch.cuda.max_memory_allocated, torch.cuda.max_memory_reserved))
     else:
-        peak, reserved = rss_mb() - base_rss, float("nan")
+        peak, reserved = max(0.0, rss_mb() - base_rss), float("nan")  # 0: its peak under the RSS at start
     print(json.dumps({"phase": a.phase, "peak_mb": peak, "reserved_mb": reserved}))
 
 
-def host_syncs(a):
-    """The host syncs of one distillation step after the warm-up (op names)."""
-    fns, device = build(a, ["kd"])
-    for _ in range(max(a.warmup, 1)):
-        fns["kd"]()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    with HostSyncs(device) as syncs:
-        fns["kd"]()
-    return syncs.seen
-
-
 def timings(a):
-    """Median ms per phase; the phases take turns (student, teacher, kd, student, ...), so drifts in the
-    machine's speed hit all three alike and the ratio stays meaningful."""
+    """Median ms per phase, and the host syncs of one distillation step (op names); the phases take turns (student,
+    teacher, kd, student, ...), so drifts in the machine's speed hit all three alike and the ratio stays
+    meaningful."""
     fns, device = build(a, list(PHASES))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    fns["kd"]()  # compiled, autotuned: then the host syncs of one distillation step
+    sync()
+    with HostSyncs(device) as syncs:
+        fns["kd"]()
+    sync()
     times = {p: [] for p in PHASES}
     for i in range(a.warmup + a.iters):
         for phase, fn in fns.items():
@@ -165,7 +159,8 @@ def timings(a):
             sync()
             if i >= a.warmup:
                 times[phase].append((time.perf_counter() - start) * 1000)
-    return {p: {"median_ms": statistics.median(t), "min_ms": min(t), "max_ms": max(t)} for p, t in times.items()}
+    return {p: {"median_ms": statistics.median(t), "min_ms": min(t), "max_ms": max(t)} for p, t in times.items()}, \
+        syncs.seen
 
 
 def run(a):
@@ -186,8 +181,7 @@ def run(a):
         if out.returncode != 0:
             sys.exit(f"error: the {phase} phase failed:\n{out.stderr.strip().splitlines()[-1] if out.stderr else ''}")
         memory[phase] = json.loads(out.stdout.strip().splitlines()[-1])
-    syncs = host_syncs(a)
-    results = timings(a)
+    results, syncs = timings(a)
     for phase in PHASES:
         results[phase].update(memory[phase])
     s, t, k = (results[p]["median_ms"] for p in PHASES)

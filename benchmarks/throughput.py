@@ -2,7 +2,7 @@
 
 Generates a synthetic dataset at ``--size`` px (513 by default, Pascal's crop) in the VOC format, its train list
 repeating the ``--images`` images so that one epoch has ``STEADY_AFTER + --iters`` iterations, writes a randomly
-initialised ResNet-101 teacher checkpoint, runs one epoch of each CLI per precision setting (``--no-val``;
+initialised teacher checkpoint (ResNet-101), runs one epoch of each CLI per precision setting (``--no-val``;
 train_kd.py with ``--no-warmup``, so the epoch is a distillation epoch, not the warm-up), and reads from each run's
 history.json the steady-state images/s (the ``--iters`` iterations after the first ``STEADY_AFTER``: start-up left
 out), the whole epoch's, and the share of time spent waiting for data, so a data-loading bottleneck shows.
@@ -47,6 +47,7 @@ def get_args_parser():
                    help="steady-state iterations measured (default 200 on CUDA, 10 on CPU), after the first "
                         f"{STEADY_AFTER}")
     p.add_argument("--student", default="resnet18", choices=sorted(BACKBONES))
+    p.add_argument("--teacher", default="resnet101", choices=sorted(BACKBONES), help="train_kd.py's (random weights)")
     p.add_argument("--workers", type=COUNT, default=default_workers())
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--scripts", nargs="+", default=["train.py", "train_kd.py"], choices=["train.py", "train_kd.py"])
@@ -82,10 +83,10 @@ def run(a):
     repeats = -(-(STEADY_AFTER + iters) * a.batch_size // len(ids))
     with open(listed, "w") as f:  # the generated list, its images repeated: one long epoch
         f.write("".join(f"{i}\n" for _ in range(repeats) for i in ids))
-    teacher = os.path.join(work, "teacher.pth.tar")
+    teacher = os.path.join(work, f"teacher-{a.teacher}.pth.tar")
     if not os.path.isfile(teacher):
-        model = DeepLab(num_classes=7, backbone="resnet101")  # synthetic data: 7 classes
-        save_atomic({"state_dict": model.state_dict(), "args": {"backbone": "resnet101"}}, teacher)
+        model = DeepLab(num_classes=7, backbone=a.teacher)  # synthetic data: 7 classes
+        save_atomic({"state_dict": model.state_dict(), "args": {"backbone": a.teacher}}, teacher)
     env = {**os.environ, "ATTNFD_SYNTHETIC_ROOT": os.path.join(data, "VOC2012")}
     common = ["--dataset", "synthetic", "--base-size", str(a.size), "--crop-size", str(a.size), "--epochs", "1",
               "--batch-size", str(a.batch_size), "--workers", str(a.workers), "--no-val", "--no-pretrained",

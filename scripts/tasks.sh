@@ -1,6 +1,7 @@
 # Sourced by study.sh and methods.sh: the study's recipe and its synthetic tasks.
 # The study's recipe: 64 px, batch 4, lr 0.05, no ImageNet weights; students 10 epochs (1 of them warm-up); the demo's
-# students train 8.  SMOKE=1: the same commands on 8 + 2 images of 32 px, each training 1 epoch (a test of the scripts).
+# students train 8.  SMOKE=1: the same commands on 8 + 2 images of 32 px, each training 1 epoch, the teachers ResNet-18s
+# (a test of the scripts).
 # shellcheck shell=bash
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,8 +18,8 @@ for s in $SEEDS; do [[ $s =~ ^[0-9]+$ ]] || fail "SEEDS: '$s' is not a seed (giv
 case ${SMOKE:-0} in 0|no|false|"") SMOKE="" ;; 1|yes|true) SMOKE=1 ;; *) fail "SMOKE=$SMOKE: give 1 or 0" ;; esac
 COMMON="--dataset synthetic --base-size 64 --crop-size 64 --batch-size 4 --lr 0.05 --workers 0 --no-pretrained"
 SIZE=64 N_TRAIN=160 N_VAL=40
-if [ -n "$SMOKE" ]; then  # the whole pipeline in a minute or two: 8 + 2 images of 32 px, every training 1 epoch
-  COMMON="${COMMON//64/32} --epochs 1" SIZE=32 N_TRAIN=8 N_VAL=2  # (its --epochs 1 comes last, so it wins)
+if [ -n "$SMOKE" ]; then  # the whole pipeline in a minute: 8 + 2 images of 32 px, every training 1 epoch, ResNet-18s
+  COMMON="${COMMON//64/32} --epochs 1 --backbone resnet18" SIZE=32 N_TRAIN=8 N_VAL=2  # (last, so they win)
 fi
 
 # task easy|hard [EPOCHS]: writes the task's data and trains its ResNet-101 teacher (each once; EPOCHS defaults to

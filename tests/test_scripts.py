@@ -52,6 +52,16 @@ def test_methods_sh_trains_every_row_to_its_table_then_at_equal_compute(tmp_path
     result = json.loads((tmp_path / "study" / "methods" / "results.json").read_text())
     assert result["failed"] == {} and all(v["1"] is not None for v in result["runs"].values())
     bash("methods.sh", str(tmp_path / "study"), env={**env, "MATCH": "flops", "ROWS": "baseline kd"}, cwd=tmp_path)
-    assert rows_of(tmp_path / "study" / "budget-flops.md") == ["baseline", "kd", "kd.flops"]
-    budget = json.loads((tmp_path / "study" / "budget-flops.json").read_text())
-    assert budget["budget"]["ref"] == "baseline" and budget["iterations"]["kd.flops"]["1"] >= 1
+    table = tmp_path / "study" / "budget-flops.md"
+    assert rows_of(table) == ["baseline", "kd", "kd.flops"]
+    r = json.loads((tmp_path / "study" / "budget-flops.json").read_text())
+    per_iteration = r["flops"]["kd"]["1"] / r["iterations"]["kd"]["1"]
+    budget = round(r["flops"]["baseline"]["1"] / per_iteration)  # KD's teacher forward: fewer iterations
+    assert r["iterations"]["baseline"]["1"] == r["iterations"]["kd"]["1"] == 2 and 1 <= budget <= 2
+    assert r["budget"] == {"ref": "baseline", "by": "flops", "iterations": {"kd.flops": budget}}
+    assert r["iterations"]["kd.flops"]["1"] == budget and r["commands"]["kd.flops"].endswith(f"--iterations {budget}")
+    assert abs(r["flops"]["kd.flops"]["1"] - r["flops"]["baseline"]["1"]) <= per_iteration / 2
+    cell = tmp_path / "study" / "methods" / "runs" / "kd.flops" / "seed1"
+    history = json.loads(next(cell.rglob("history.json")).read_text())
+    assert [h["train"]["iterations"] for h in history] == [budget] and "val" in history[-1]  # validated
+    assert f"`kd.flops` {budget}" in table.read_text()

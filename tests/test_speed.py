@@ -276,5 +276,6 @@ def test_step_time_phases_and_their_peak_memory(capsys):
     step_time.peak_memory(a)
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["phase"] == "kd" and line["peak_mb"] >= 0
-    times = step_time.timings(a)
+    times, syncs = step_time.timings(a)
+    assert syncs == []
     assert set(times) == set(step_time.PHASES) and all(t["median_ms"] > 0 for t in times.values())
