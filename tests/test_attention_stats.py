@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import save_random_checkpoint
+from PIL import Image
 
 from attention_maps import map_stats, mean_stats
 from dataloaders.synthetic import generate
@@ -37,7 +38,7 @@ def test_map_stats_on_known_maps():
     assert mean_stats([map_stats(maps, maps, label), undefined])["backbone"]["correlation"] == pytest.approx(1.0)
 
 
-def test_cli_writes_the_stats_and_never_writes_over_its_inputs(tmp_path):
+def test_cli_writes_the_stats_and_never_writes_over_its_inputs(tmp_path, capsys):
     root = Path(generate(tmp_path / "data", n_train=2, n_val=2, size=32, seed=0))
     student = save_random_checkpoint(tmp_path / "student.pth.tar")
     teacher = shutil.copy(student, tmp_path / "teacher.pth.tar")  # the same network: its maps are the student's
@@ -60,13 +61,22 @@ def test_cli_writes_the_stats_and_never_writes_over_its_inputs(tmp_path):
         assert row["teacher_object_lift"] == pytest.approx(row["student_object_lift"])
         assert row["teacher_object_lift"] > 0
     assert "backbone: teacher_variation" in p.stdout
+    maps = sorted((tmp_path / "maps").iterdir())  # one PNG per input image: the image and six maps in a row
+    assert [m.name for m in maps] == sorted(f.stem + ".png" for f in (root / "JPEGImages").iterdir())
+    with Image.open(maps[0]) as im:
+        assert im.size[0] > 4 * im.size[1]
 
     before = {f: f.read_bytes() for f in [student, *labels.iterdir()]}
+    import attention_maps  # the refusals in this process: the same main as the script's
+
     for args, message in [(["--output", str(labels), "--labels", str(labels), "--stats", str(tmp_path / "s.json")],
                            "--output"),
                           (["--output", str(tmp_path / "m2"), "--stats", str(student)], "--stats"),
                           (["--output", str(tmp_path / "m3"), "--labels", str(labels)], "--labels")]:
-        p = cli(*args)
-        assert p.returncode == 2 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        argv = ["--student", str(student), "--teacher", str(teacher), "--input", str(root / "JPEGImages"), *args]
+        with pytest.raises(SystemExit) as exit_:
+            attention_maps.main(attention_maps.get_args_parser().parse_args(argv))
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert {f: f.read_bytes() for f in before} == before
     assert not (tmp_path / "s.json").exists() and not (tmp_path / "m2").exists()

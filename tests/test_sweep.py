@@ -1,4 +1,4 @@
-"""sweep.py and attention_maps.py: the real CLIs on a tiny generated dataset, plus the table arithmetic."""
+"""sweep.py: the real CLI on a tiny generated dataset, plus the table arithmetic."""
 import json
 import os
 import signal
@@ -28,7 +28,7 @@ def cli(script, *args, env, cwd):
 
 
 @pytest.mark.slow
-def test_sweep_writes_the_tables_reports_failures_skips_finished_runs_and_attention_maps(tmp_path):
+def test_sweep_writes_the_tables_reports_failures_and_skips_finished_runs(tmp_path):
     root = generate(tmp_path / "data", n_train=8, n_val=2, size=32, seed=0)
     env = dict(os.environ, ATTNFD_SYNTHETIC_ROOT=root, PYTHONUNBUFFERED="1")
     teacher = save_random_checkpoint(tmp_path / "teacher.pth.tar", "resnet18")
@@ -91,20 +91,6 @@ def test_sweep_writes_the_tables_reports_failures_skips_finished_runs_and_attent
     assert p.returncode == 0 and "4 of 9 runs finished" in p.stdout
     assert not (out / "runs" / "baseline" / "seed3").exists()
     assert "| baseline | 2 |" in (out / "results.md").read_text()
-
-    # attention maps of the distilled student: one PNG per input image
-    student = next((out / "runs" / "attnfd" / "seed1").rglob("model_best.pth.tar"))
-    images = tmp_path / "images"
-    images.mkdir()
-    for name in ("synth_00000.jpg", "synth_00008.jpg"):
-        (images / name).write_bytes((Path(root) / "JPEGImages" / name).read_bytes())
-    p = cli("attention_maps.py", "--student", str(student), "--teacher", str(teacher), "--input", str(images),
-            "--output", "maps", env=env, cwd=tmp_path)
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert "teacher attention: checkpoint" in p.stdout
-    assert sorted(os.listdir(tmp_path / "maps")) == ["synth_00000.png", "synth_00008.png"]
-    with Image.open(tmp_path / "maps" / "synth_00000.png") as im:
-        assert im.size[0] > 4 * im.size[1]  # the image and six maps in a row
 
 
 def test_table_paired_differences_their_tests_final_epochs_wins_and_failures():
