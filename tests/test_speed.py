@@ -114,8 +114,8 @@ def test_fp16_through_the_gradscaler_skips_an_overflowing_step_and_stays_finite_
     losses, skipped = train_steps(model, precision, x, y, 1, poison_first=True)
     assert skipped == 1 and precision.scaler.get_scale() == 2.0 ** 9
     assert all(torch.equal(v, before[k]) for k, v in model.named_parameters())  # the step was not applied
-    more, skipped_more = train_steps(model, precision, x, y, 11)
-    assert skipped_more < 11 and any(not torch.equal(v, before[k]) for k, v in model.named_parameters())
+    more, skipped_more = train_steps(model, precision, x, y, 5)
+    assert skipped_more < 5 and any(not torch.equal(v, before[k]) for k, v in model.named_parameters())
     assert all(torch.isfinite(torch.tensor(losses + more))), losses + more
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
 

@@ -80,7 +80,7 @@ def test_sweep_writes_the_tables_reports_failures_and_skips_finished_runs(tmp_pa
 
     # the same command again: finished runs are skipped (and keep their values), the failed one is retried
     mtime = (out / "runs" / "baseline" / "seed1" / "result.json").stat().st_mtime
-    p = cli("sweep.py", "--out", "sw", "--seeds", "1", "2", *runs, "--", *COMMON, env=env, cwd=tmp_path)
+    p = cli("sweep.py", "--out", "sw", "--seeds", "1", "2", "--jobs", "2", *runs, "--", *COMMON, env=env, cwd=tmp_path)
     assert p.returncode == 1 and p.stdout.count("skipped, done before") == 4
     assert (out / "runs" / "baseline" / "seed1" / "result.json").stat().st_mtime == mtime
     assert json.loads((out / "results.json").read_text())["runs"] == result["runs"]
