@@ -153,13 +153,13 @@ def test_all_ten_methods_at_once_with_a_mobilenet_student(work, tmp_path):
     assert queues["pixel"].shape == (7, 64, 256) and queues["pixel_ptr"].sum() > 0
     assert not torch.equal(queues["region"], warm["connectors"]["cirkd._extra_state"]["region"])
     assert any(not torch.equal(v, warm["state_dict"][k]) for k, v in final["state_dict"].items())
-    assert {f"train/{t}" for t in ("attnfd/backbone", "kd", "at", "overhaul", "cwd", "dist", "skd/pixelwise",
-                                   "cirkd/minibatch",
-                                   "cirkd/memory_region", "lad", "afdcd/contrast", "distill/total")} <= tags(exp)
+    logged = ("attnfd/backbone", "kd", "at", "overhaul", "cwd", "dist", "skd/pixelwise", "cirkd/minibatch",
+              "cirkd/memory_region", "lad", "afdcd/contrast", "distill/total")
+    assert {f"train/{t}" for t in logged} <= tags(exp)
     train = final["history"][-1]["train"]
-    assert {"kd", "at", "overhaul", "cwd", "dist", "skd/pairwise", "cirkd/kd", "cirkd/memory_pixel", "lad",
-            "afdcd/mimic"} \
-        <= set(train) and all(math.isfinite(v) for v in train.values() if isinstance(v, float))
+    recorded = {"kd", "at", "overhaul", "cwd", "dist", "skd/pairwise", "cirkd/kd", "cirkd/memory_pixel", "lad",
+                "afdcd/mimic"}
+    assert recorded <= set(train) and all(math.isfinite(v) for v in train.values() if isinstance(v, float))
 
 
 def test_xception_lineage_teacher_gets_parameter_free_attention(work, tmp_path):
