@@ -7,8 +7,9 @@
 #       (equal compute: each row also as <row>.flops, trained for the iterations that cost the baseline's training
 #        FLOPs; MATCH=time: its wall seconds on this machine; the table: OUT/budget-MATCH.md)
 # LAD distils from its own label-assisted ResNet-18 teacher (train.py --label-assisted), trained once here.
-# CPU, 2 cores, JOBS=2: a run takes 3-8 minutes (Af-DCD's about 20), so 5 seeds of the 11 rows take about 2.5 hours
-# (plus the teacher, ~25 min, and LAD's, ~8 min, if they are not there yet).
+# CPU, 2 cores, JOBS=2: a run takes 1.5-3 minutes on a 2-core AMD EPYC (up to 8 on slower machines; Af-DCD's 12-20),
+# so 5 seeds of the 11 rows take 1.5-2.5 hours (plus the teacher, 9-25 min, and LAD's, 4-8, if they are not there
+# yet); MATCH=flops with the 8 rows above: 75 cells, about 2 hours on that EPYC.
 # shellcheck source=scripts/tasks.sh
 source "$(dirname "$0")/tasks.sh" "$@"
 ALL="baseline attnfd kd at overhaul cwd dist skd cirkd lad afdcd"
